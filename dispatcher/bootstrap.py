@@ -1,0 +1,105 @@
+"""Wiring: the one place that builds settings, the engine, the store, templates and channels.
+
+Nothing is built at import time; ``bootstrap()`` is called by the CLI (and later the
+daemon) once at start-up, and tests call it with their own settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from dispatcher.channel import Channel
+from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
+from dispatcher.domain.retry import RetryPolicy
+from dispatcher.domain.strategy import ChannelKind, Strategy
+from dispatcher.service.planner import Planner
+from dispatcher.service.sender import Sender
+from dispatcher.settings import Settings, load_settings, load_strategy
+from dispatcher.store.sql import SqlStore, configure_sqlite
+from dispatcher.template import TemplateSet
+from dispatcher.template.context import Creditor
+from dispatcher.template.letter import compile_pdf
+
+
+def build_store(database_url: str) -> SqlStore:
+    """Create the engine for ``database_url``; SQLite gets WAL and its directory made."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        configure_sqlite(engine)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return SqlStore(engine)
+
+
+def file_channels(settings: Settings) -> dict[ChannelKind, Channel]:
+    directory = settings.sinks.directory
+    return {
+        ChannelKind.SMS: FileSmsSink(directory),
+        ChannelKind.EMAIL: FileEmailSink(directory, sender_name=settings.creditor.name,
+                                         sender_address=settings.creditor.email),
+        ChannelKind.LETTER: FileLetterSink(directory, compile_pdf),
+    }
+
+
+@dataclass
+class App:
+    """The wired application: what every entry point works with."""
+
+    settings: Settings
+    store: SqlStore
+    channels: Mapping[ChannelKind, Channel] = field(default_factory=dict)
+
+    @cached_property
+    def strategy(self) -> Strategy:
+        return load_strategy(self.settings.strategy_file)
+
+    @cached_property
+    def templates(self) -> TemplateSet:
+        return TemplateSet.load(self.settings.templates_dir)
+
+    @cached_property
+    def creditor(self) -> Creditor:
+        c = self.settings.creditor
+        return Creditor(
+            name=c.name, phone=c.phone, email=c.email, website=c.website,
+            address_lines=c.address_lines, payment_url=c.payment_url,
+            opt_out_sms=c.opt_out_sms, opt_out_email_url=c.unsubscribe_url,
+        )
+
+    def planner(self) -> Planner:
+        return Planner(self.store, self.templates, self.strategy, self.creditor,
+                       batch_size=self.settings.plan.batch_size)
+
+    def sender(self) -> Sender:
+        send = self.settings.send
+        pattern = self.settings.creditor.unsubscribe_url
+        return Sender(
+            self.store, self.channels,
+            RetryPolicy(send.max_attempts, send.backoff_base_seconds, send.backoff_max_seconds),
+            batch_size=send.batch_size, concurrency=send.concurrency,
+            unsubscribe_url=lambda account_id: pattern.format(account_id=account_id),
+        )
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    settings_file: Path | None = None,
+    channels: Mapping[ChannelKind, Channel] | None = None,
+) -> App:
+    """Build the application from settings (loaded from ``settings_file`` when not given)."""
+    settings = settings or load_settings(settings_file)
+    return App(
+        settings=settings,
+        store=build_store(settings.database_url),
+        channels=channels if channels is not None else file_channels(settings),
+    )

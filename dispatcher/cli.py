@@ -1,0 +1,306 @@
+"""The command line (DESIGN.md, "Command line"): thin commands over the services.
+
+Every command that depends on time takes ``--now``. Errors we expect (bad config, bad
+input, database not initialised) print one line and exit 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dispatcher.bootstrap import App, bootstrap
+from dispatcher.clock import SystemClock, parse_instant
+from dispatcher.error import DispatcherError, InputError
+from dispatcher.service.export import write_messages
+from dispatcher.service.importer import import_accounts
+from dispatcher.service.planner import PlanReport
+from dispatcher.service.sender import SendReport
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Compliant multi-channel reminders for debt collection.")
+import_app = typer.Typer(no_args_is_help=True, help="Bring data in.")
+export_app = typer.Typer(no_args_is_help=True, help="Take data out.")
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="DISPATCHER_CONFIG",
+                 help="Settings file (default: config/settings.toml if present)."),
+]
+NowOption = Annotated[
+    str | None,
+    typer.Option("--now", help="Act as if it were this ISO 8601 time (with offset), to replay."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+class _State:
+    config: Path | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def _root(config: ConfigOption = None) -> None:
+    state.config = config
+
+
+def _app(*, check_schema: bool = True) -> App:
+    wired = bootstrap(settings_file=state.config)
+    if check_schema:
+        wired.store.check_schema()
+    return wired
+
+
+def _now(value: str | None) -> datetime:
+    return parse_instant(value) if value else SystemClock().now()
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Progress | None]:
+    """A progress bar on a terminal; nothing when output goes to a file or a pipe."""
+    if not err.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        progress.add_task(label, total=total)
+        yield progress
+
+
+def _advance(progress: Progress | None) -> object:
+    if progress is None:
+        return None
+    task = progress.task_ids[0]
+    return lambda n: progress.advance(task, n)
+
+
+# -- commands --------------------------------------------------------------------------------
+@app.command()
+def init() -> None:
+    """Create or upgrade the database and check that config and templates load."""
+    wired = _app(check_schema=False)
+    wired.store.create_schema()
+    strategy = wired.strategy
+    templates = wired.templates
+    out.print(f"database ready: {wired.settings.database_url}")
+    out.print(f"strategy {strategy.id!r}: {len(strategy.stages)} stages; "
+              f"{len(templates.names())} templates loaded")
+
+
+@app.command()
+def plan(now: NowOption = None,
+         dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide, write nothing.")] = False,
+         as_json: JsonOption = False) -> None:
+    """Decide what is due for every account and queue it (or record why not)."""
+    wired, at = _app(), _now(now)
+    planner = wired.planner()
+    with _progress("planning", planner.count(at)) as progress:
+        report = planner.plan(at, dry_run=dry_run, on_progress=_advance(progress))  # type: ignore[arg-type]
+    _show_plan(report, as_json)
+
+
+@app.command()
+def send(now: NowOption = None, as_json: JsonOption = False) -> None:
+    """Deliver queued messages whose time has come."""
+    wired, at = _app(), _now(now)
+    report = asyncio.run(wired.sender().send(at))
+    _show_send(report, as_json)
+
+
+@app.command("run-once")
+def run_once(now: NowOption = None, as_json: JsonOption = False) -> None:
+    """Plan, then send: one full cycle."""
+    wired, at = _app(), _now(now)
+    planner = wired.planner()
+    with _progress("planning", planner.count(at)) as progress:
+        planned = planner.plan(at, on_progress=_advance(progress))  # type: ignore[arg-type]
+    sent = asyncio.run(wired.sender().send(at))
+    if as_json:
+        out.print_json(json.dumps({"plan": _plan_dict(planned), "send": _send_dict(sent)}))
+        return
+    _show_plan(planned, False)
+    _show_send(sent, False)
+
+
+@import_app.command("accounts")
+def import_accounts_command(
+    file: Annotated[Path, typer.Argument(help="Accounts CSV (DESIGN.md contract).")],
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Upsert accounts from CSV; bad rows go to FILE's .rejects.csv. Exit 1 if any."""
+    wired, at = _app(), _now(now)
+    with _progress("importing", None) as progress:
+        report = import_accounts(
+            wired.store, file, now=at, default_timezone=wired.settings.default_timezone,
+            default_region=wired.settings.default_region,
+            on_progress=_advance(progress),  # type: ignore[arg-type]
+        )
+    if as_json:
+        out.print_json(json.dumps({
+            "file": str(report.path), "rows": report.rows, "inserted": report.inserted,
+            "updated": report.updated, "rejected": report.rejected,
+            "reject_file": str(report.reject_path) if report.reject_path else None,
+        }))
+    else:
+        out.print(f"{report.path}: {report.rows} rows, {report.inserted} new, "
+                  f"{report.updated} updated, {report.rejected} rejected")
+        for line in report.first_rejects:
+            err.print(f"  rejected {line}", markup=False, highlight=False)
+        if report.reject_path:
+            err.print(f"rejected rows written to {report.reject_path}", markup=False)
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+@app.command()
+def history(account_id: str, as_json: JsonOption = False) -> None:
+    """Every message and hold for one account, with its audit trail."""
+    wired = _app()
+    account = wired.store.account(account_id)
+    if account is None:
+        raise InputError(f"no account {account_id!r}")
+    messages = wired.store.messages_of(account_id)
+    audit = wired.store.audit_of(account_id)
+    if as_json:
+        def plain(row: object) -> dict[str, object]:
+            return {k: (v.isoformat() if isinstance(v, datetime | date) else v)
+                    for k, v in dict(row).items()}  # type: ignore[call-overload]
+        out.print_json(json.dumps({
+            "account_id": account_id, "cycle": account.cycle,
+            "messages": [plain(m) for m in messages],
+            "audit": [{**plain(a), "detail": json.loads(a["detail"])} for a in audit],
+        }, ensure_ascii=False))
+        return
+    out.print(f"[bold]{account.account_id}[/]  {account.full_name}  {account.balance} "
+              f"{account.currency}  due {account.due_date}  cycle {account.cycle}  "
+              f"tz {account.timezone}")
+    table = Table("created", "stage", "step", "channel", "status", "reason / template",
+                  "sent", title="messages")
+    for m in messages:
+        why = m["hold_reason"] or f"{m['template_id'] or ''} v{m['template_version'] or ''}"
+        table.add_row(_ts(m["created_at"]), m["stage"], m["step"], m["channel"], m["status"],
+                      why, _ts(m["sent_at"]))
+    out.print(table)
+    trail = Table("at", "event", "actor", "message", "detail", title="audit")
+    for a in audit:
+        trail.add_row(_ts(a["at"]), a["event"], a["actor"], (a["message_id"] or "")[:8],
+                      a["detail"])
+    out.print(trail)
+
+
+@export_app.command("messages")
+def export_messages(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    since: Annotated[str | None, typer.Option("--since", help="Only changed on/after D")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default stdout)")]
+    = None,
+) -> None:
+    """Every message with status and template version, for auditors and other programs."""
+    if fmt not in ("jsonl", "csv"):
+        raise InputError(f"--format {fmt!r}: choose jsonl or csv")
+    wired = _app()
+    start = _since(since)
+    rows = wired.store.iter_messages(start)
+    kind: Literal["jsonl", "csv"] = "jsonl" if fmt == "jsonl" else "csv"
+    if output is None:
+        write_messages(rows, sys.stdout, kind)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        count = write_messages(rows, handle, kind)
+    err.print(f"{count} messages written to {output}")
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(help="Size of the sample portfolio.")] = 200,
+    now: NowOption = None,
+) -> None:
+    """Seed a realistic sample portfolio and run one cycle with the local file sinks."""
+    from dispatcher.demo import run_demo
+
+    run_demo(_app(check_schema=False), accounts=accounts, now=_now(now), console=out)
+
+
+# -- output ----------------------------------------------------------------------------------
+def _ts(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(value), time(0, 0), tzinfo=UTC)
+    except ValueError:
+        return parse_instant(value)
+
+
+def _plan_dict(report: PlanReport) -> dict[str, object]:
+    return {
+        "now": report.now.isoformat(), "dry_run": report.dry_run, "accounts": report.accounts,
+        "decisions": [
+            {"stage": s, "channel": c, "outcome": o, "count": n}
+            for (s, c, o), n in sorted(report.counts.items())
+        ],
+    }
+
+
+def _send_dict(report: SendReport) -> dict[str, object]:
+    return {
+        "now": report.now.isoformat(),
+        "outcomes": [{"channel": c, "outcome": o, "count": n}
+                     for (c, o), n in sorted(report.counts.items())],
+    }
+
+
+def _show_plan(report: PlanReport, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(_plan_dict(report)))
+        return
+    title = f"plan at {report.now.isoformat()}{' (dry run: nothing written)' if report.dry_run else ''}"
+    table = Table("stage", "channel", "decision", "count", title=title)
+    for (stage, channel, outcome), n in sorted(report.counts.items()):
+        table.add_row(stage, channel, outcome, str(n))
+    table.add_section()
+    table.add_row("", "", f"{report.accounts} accounts looked at", str(report.total))
+    out.print(table)
+
+
+def _show_send(report: SendReport, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(_send_dict(report)))
+        return
+    table = Table("channel", "outcome", "count", title=f"send at {report.now.isoformat()}")
+    for (channel, outcome), n in sorted(report.counts.items()):
+        table.add_row(channel, outcome, str(n))
+    table.add_section()
+    table.add_row("", "total", str(report.total))
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: expected errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except DispatcherError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)

@@ -1,0 +1,79 @@
+"""The account: one debt of one customer, as the core sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+
+
+class AccountStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    CLOSED = "closed"
+
+
+class Flag(StrEnum):
+    """Account flags from the CSV contract (DESIGN.md, "Accounts CSV")."""
+
+    DISPUTE = "dispute"
+    BANKRUPTCY = "bankruptcy"
+    CEASE_AND_DESIST = "cease_and_desist"
+    DECEASED = "deceased"
+    DO_NOT_CONTACT = "do_not_contact"
+    OPT_OUT_SMS = "opt_out_sms"
+    OPT_OUT_EMAIL = "opt_out_email"
+
+
+@dataclass(frozen=True, slots=True)
+class PostalAddress:
+    line1: str
+    line2: str | None
+    city: str | None
+    region: str | None
+    postal_code: str | None
+    country: str | None
+
+    def lines(self) -> list[str]:
+        """The address as printed in a letter's window, one line per element."""
+        locality = " ".join(p for p in (self.postal_code, self.city) if p)
+        if self.region:
+            locality = f"{locality}, {self.region}" if locality else self.region
+        return [p for p in (self.line1, self.line2, locality, self.country) if p]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account as the pure core needs it.
+
+    ``timezone`` is the resolved IANA zone (explicit, or derived at import); ``cycle``
+    counts delinquency episodes: it grows when a cured account becomes overdue again, so
+    a second episode gets its own ladder of messages.
+    """
+
+    account_id: str
+    full_name: str
+    balance: Decimal
+    currency: str
+    due_date: date
+    timezone: str
+    locale: str
+    jurisdiction: str
+    status: AccountStatus = AccountStatus.OPEN
+    cycle: int = 1
+    phone: str | None = None
+    email: str | None = None
+    address: PostalAddress | None = None
+    country: str | None = None
+    flags: frozenset[Flag] = field(default_factory=frozenset)
+    promise_to_pay_until: date | None = None
+    assigned_to: str | None = None
+
+    @property
+    def collectible(self) -> bool:
+        """An open account with money owed; only these are staged."""
+        return self.status is AccountStatus.OPEN and self.balance > 0
+
+    def has(self, flag: Flag) -> bool:
+        return flag in self.flags

@@ -1,0 +1,55 @@
+"""Message identity and life cycle."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dispatcher.domain.strategy import ChannelKind
+
+
+class MessageStatus(StrEnum):
+    """Where a message is in its life.
+
+    held → queued → sending → sent; sending → queued (transient failure, retry later)
+    or failed (permanent, or attempts exhausted). held/queued → expired (stage left,
+    account cured, cycle ended) or cancelled. skipped: never sent because a later step on
+    the same channel superseded it. Every status is kept; nothing is deleted.
+    """
+
+    HELD = "held"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def pending(self) -> bool:
+        """Still waiting to go out: the planner and sender may change it."""
+        return self in (MessageStatus.HELD, MessageStatus.QUEUED)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MessageKey:
+    """The idempotency key (account, stage, step, channel, cycle) from DESIGN.md.
+
+    A message is never created twice for one key; ``message_id`` derives from it so a
+    replayed plan collides with, rather than duplicates, what it already wrote.
+    """
+
+    account_id: str
+    cycle: int
+    stage: str
+    step: str
+    channel: ChannelKind
+
+    def __str__(self) -> str:
+        return f"{self.account_id}|{self.cycle}|{self.stage}|{self.step}|{self.channel.value}"
+
+    @property
+    def message_id(self) -> str:
+        return hashlib.sha256(str(self).encode()).hexdigest()[:32]

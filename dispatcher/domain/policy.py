@@ -1,0 +1,121 @@
+"""Holds: the reasons a due message must not go out now, each with a rule id and source.
+
+This module answers one question for the planner and again for the sender (the account
+may have changed in between): *may this account be contacted over this channel now, and
+if not, why and until when?* Contact windows, holidays and caps arrive with the policy
+packs; the holds below come from the account itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from dispatcher.domain.account import Account, Flag
+from dispatcher.domain.strategy import ChannelKind
+
+
+class HoldReason(StrEnum):
+    """Reason codes recorded on held messages and in the audit log (DESIGN.md)."""
+
+    DECEASED = "deceased"
+    BANKRUPTCY = "bankruptcy"
+    CEASE_AND_DESIST = "cease_and_desist"
+    DO_NOT_CONTACT = "do_not_contact"
+    DISPUTE = "dispute"
+    PROMISE_TO_PAY = "promise_to_pay"
+    OPTED_OUT_SMS = "opted_out_sms"
+    OPTED_OUT_EMAIL = "opted_out_email"
+    NO_PHONE = "no_phone"
+    NO_EMAIL = "no_email"
+    NO_ADDRESS = "no_address"
+    TEMPLATE_MISSING = "template_missing"
+    RENDER_FAILED = "render_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A compliance rule: its id, the statute or house rule it comes from, and its reason."""
+
+    id: str
+    source: str
+    reason: HoldReason
+
+
+# Order matters: the first rule that applies is the reason recorded, so the most
+# serious and least likely to lift comes first.
+RULES: tuple[Rule, ...] = (
+    Rule("hold.deceased", "Reg F 12 CFR 1006.2(e) (estate contacts only); house rule",
+         HoldReason.DECEASED),
+    Rule("hold.bankruptcy", "11 U.S.C. §362(a)(6) automatic stay", HoldReason.BANKRUPTCY),
+    Rule("hold.cease_and_desist", "FDCPA §805(c), 15 U.S.C. §1692c(c)",
+         HoldReason.CEASE_AND_DESIST),
+    Rule("hold.do_not_contact", "house rule HR-1: do-not-contact flag", HoldReason.DO_NOT_CONTACT),
+    Rule("hold.dispute", "FDCPA §809(b), 15 U.S.C. §1692g(b)", HoldReason.DISPUTE),
+    Rule("hold.promise_to_pay", "house rule HR-2: no reminders while a promise to pay runs",
+         HoldReason.PROMISE_TO_PAY),
+    Rule("hold.opt_out_sms", "Reg F 12 CFR 1006.6(e); TCPA 47 CFR 64.1200",
+         HoldReason.OPTED_OUT_SMS),
+    Rule("hold.opt_out_email", "Reg F 12 CFR 1006.6(e); CAN-SPAM 15 U.S.C. §7704(a)(4)",
+         HoldReason.OPTED_OUT_EMAIL),
+    Rule("hold.no_phone", "house rule HR-3: no SMS without a valid phone", HoldReason.NO_PHONE),
+    Rule("hold.no_email", "house rule HR-3: no email without an address", HoldReason.NO_EMAIL),
+    Rule("hold.no_address", "house rule HR-3: no letter without a postal address",
+         HoldReason.NO_ADDRESS),
+)
+RULE_BY_REASON: dict[HoldReason, Rule] = {rule.reason: rule for rule in RULES}
+
+_FLAG_HOLDS: tuple[tuple[Flag, HoldReason], ...] = (
+    (Flag.DECEASED, HoldReason.DECEASED),
+    (Flag.BANKRUPTCY, HoldReason.BANKRUPTCY),
+    (Flag.CEASE_AND_DESIST, HoldReason.CEASE_AND_DESIST),
+    (Flag.DO_NOT_CONTACT, HoldReason.DO_NOT_CONTACT),
+    (Flag.DISPUTE, HoldReason.DISPUTE),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A decision not to send now. ``until`` is when it lifts by itself, if it does."""
+
+    reason: HoldReason
+    rule_id: str
+    until: datetime | None = None
+
+
+def hold_for(account: Account, channel: ChannelKind, now: datetime) -> Hold | None:
+    """Return the hold that stops contacting ``account`` over ``channel`` at ``now``, or None.
+
+    Enforces the rules in :data:`RULES`, in order. A promise to pay lifts at the start of
+    the day after the promised date, in the account's own time zone.
+    """
+    for flag, reason in _FLAG_HOLDS:
+        if account.has(flag):
+            return _hold(reason)
+    promise = account.promise_to_pay_until
+    zone = ZoneInfo(account.timezone)
+    if promise is not None and now.astimezone(zone).date() <= promise:
+        return _hold(HoldReason.PROMISE_TO_PAY, until=_start_of(promise + timedelta(days=1), zone))
+    if channel is ChannelKind.SMS:
+        if account.has(Flag.OPT_OUT_SMS):
+            return _hold(HoldReason.OPTED_OUT_SMS)
+        if not account.phone:
+            return _hold(HoldReason.NO_PHONE)
+    elif channel is ChannelKind.EMAIL:
+        if account.has(Flag.OPT_OUT_EMAIL):
+            return _hold(HoldReason.OPTED_OUT_EMAIL)
+        if not account.email:
+            return _hold(HoldReason.NO_EMAIL)
+    elif channel is ChannelKind.LETTER and account.address is None:
+        return _hold(HoldReason.NO_ADDRESS)
+    return None
+
+
+def _hold(reason: HoldReason, until: datetime | None = None) -> Hold:
+    return Hold(reason=reason, rule_id=RULE_BY_REASON[reason].id, until=until)
+
+
+def _start_of(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0, 0), tzinfo=zone)

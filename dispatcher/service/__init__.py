@@ -1,0 +1,1 @@
+"""Services: the use cases (import, plan, send, history, export) over the ports."""

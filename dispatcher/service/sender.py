@@ -1,0 +1,141 @@
+"""The sender: deliver queued messages whose time has come, and record every attempt.
+
+Holds are checked again just before delivery, because the account may have changed
+since it was planned (a dispute filed this morning must stop this afternoon's SMS).
+Failures follow one retry rule (:mod:`dispatcher.domain.retry`); the next attempt time
+is stored on the outbox row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dispatcher.channel import Channel, Outbound, Receipt
+from dispatcher.domain.account import Account
+from dispatcher.domain.message import MessageStatus
+from dispatcher.domain.policy import hold_for
+from dispatcher.domain.retry import RetryPolicy, next_attempt_at
+from dispatcher.domain.strategy import ChannelKind
+from dispatcher.error import DeliveryError, PermanentDelivery
+from dispatcher.store.sql import AuditEntry, ClaimedMessage, SqlStore
+
+ACTOR = "system:sender"
+
+
+@dataclass
+class SendReport:
+    now: datetime
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, channel: str, outcome: str) -> None:
+        self.counts[(channel, outcome)] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class Sender:
+    def __init__(
+        self,
+        store: SqlStore,
+        channels: Mapping[ChannelKind, Channel],
+        retry: RetryPolicy,
+        *,
+        batch_size: int = 500,
+        concurrency: int = 8,
+        unsubscribe_url: Callable[[str], str] | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.retry = retry
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.unsubscribe_url = unsubscribe_url
+        self.jitter = jitter
+
+    async def send(self, now: datetime) -> SendReport:
+        """Deliver every queued message due at ``now``; each is claimed before it is sent."""
+        report = SendReport(now=now)
+        gate = asyncio.Semaphore(self.concurrency)
+        while batch := self.store.claim_due(now, self.batch_size):
+            accounts = self.store.accounts(m.account_id for m in batch)
+
+            async def one(message: ClaimedMessage) -> None:
+                async with gate:
+                    await self._send_one(message, accounts.get(message.account_id), now, report)
+
+            await asyncio.gather(*(one(m) for m in batch))
+        return report
+
+    async def _send_one(self, message: ClaimedMessage, account: Account | None, now: datetime,
+                        report: SendReport) -> None:
+        channel = message.channel.value
+        hold = hold_for(account, message.channel, now) if account else None
+        if hold is not None:
+            self.store.finish_send(
+                message.message_id,
+                {"status": MessageStatus.HELD.value, "hold_reason": hold.reason.value,
+                 "rule_id": hold.rule_id, "hold_until": hold.until, "updated_at": now},
+                [self._audit("message_held", message, now,
+                             {"reason": hold.reason.value, "rule_id": hold.rule_id,
+                              "at": "send"})],
+            )
+            report.add(channel, f"held:{hold.reason.value}")
+            return
+        attempt = message.attempts + 1
+        outbound = Outbound(
+            message_id=message.message_id, account_id=message.account_id,
+            channel=message.channel, recipient=message.recipient, body=message.body,
+            subject=message.subject, body_html=message.body_html, locale=message.locale,
+            unsubscribe_url=(self.unsubscribe_url(message.account_id)
+                             if self.unsubscribe_url and message.channel is ChannelKind.EMAIL
+                             else None),
+        )
+        try:
+            receipt: Receipt = await self.channels[message.channel].deliver(outbound)
+        except DeliveryError as exc:
+            self._failed(message, attempt, exc, now, report)
+            return
+        self.store.finish_send(
+            message.message_id,
+            {"status": MessageStatus.SENT.value, "attempts": attempt, "sent_at": now,
+             "provider_message_id": receipt.provider_message_id,
+             "artifact_path": receipt.artifact_path, "last_error": None,
+             "next_attempt_at": None, "updated_at": now},
+            [self._audit("message_sent", message, now,
+                         {"attempt": attempt, "provider_message_id": receipt.provider_message_id})],
+        )
+        report.add(channel, "sent")
+
+    def _failed(self, message: ClaimedMessage, attempt: int, exc: DeliveryError, now: datetime,
+                report: SendReport) -> None:
+        retry_at = None
+        if not isinstance(exc, PermanentDelivery):
+            retry_at = next_attempt_at(self.retry, attempt, now, self.jitter())
+        status = MessageStatus.QUEUED if retry_at else MessageStatus.FAILED
+        error = f"{exc.code}: {exc}" if exc.code else str(exc)
+        self.store.finish_send(
+            message.message_id,
+            {"status": status.value, "attempts": attempt, "next_attempt_at": retry_at,
+             "last_error": error, "updated_at": now},
+            [self._audit(
+                "delivery_failed" if retry_at else "message_failed", message, now,
+                {"attempt": attempt, "error": error, "code": exc.code,
+                 "permanent": isinstance(exc, PermanentDelivery),
+                 "next_attempt_at": retry_at.isoformat() if retry_at else None},
+            )],
+        )
+        report.add(message.channel.value, "retry" if retry_at else "failed")
+
+    @staticmethod
+    def _audit(event: str, message: ClaimedMessage, now: datetime,
+               detail: dict[str, object]) -> AuditEntry:
+        return AuditEntry(event=event, actor=ACTOR, at=now, account_id=message.account_id,
+                          message_id=message.message_id, detail=detail)

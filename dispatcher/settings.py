@@ -1,0 +1,136 @@
+"""Service settings: ``config/settings.toml`` overridden by ``DISPATCHER_*`` variables.
+
+Built once by :mod:`dispatcher.bootstrap`, never at import. Secrets (provider tokens,
+database passwords inside the URL) belong in the environment or secret files, never in
+the TOML file that is committed next to the code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dispatcher.domain.strategy import Strategy
+from dispatcher.error import ConfigError
+
+DEFAULT_SETTINGS_FILE = Path("config/settings.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CreditorSettings(_Section):
+    """Who the messages come from: printed in every message (creditor identity)."""
+
+    name: str = "Acme Consumer Finance"
+    phone: str = "+1 800 555 0100"
+    email: str = "collections@acme-finance.example"
+    website: str = "https://acme-finance.example"
+    address_lines: tuple[str, ...] = ("Acme Consumer Finance", "100 Main Street", "Boston, MA 02110")
+    payment_url: str = "https://pay.acme-finance.example/a/{account_id}"
+    opt_out_sms: str = "Reply STOP to opt out."
+    unsubscribe_url: str = "https://acme-finance.example/unsubscribe/{account_id}"
+
+
+class SinkSettings(_Section):
+    """Where each channel delivers. ``file`` writes to ``directory`` (demo, dev, tests)."""
+
+    sms: Literal["file"] = "file"
+    email: Literal["file"] = "file"
+    letter: Literal["file"] = "file"
+    directory: Path = Path("var/sink")
+
+
+class PlanSettings(_Section):
+    batch_size: int = Field(default=2000, ge=1, le=50_000)
+
+
+class SendSettings(_Section):
+    """Delivery retries: exponential backoff with jitter, attempts capped."""
+
+    batch_size: int = Field(default=500, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_seconds: float = Field(default=60.0, gt=0)
+    backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    concurrency: int = Field(default=8, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything the service needs to start. Relative paths are relative to the working dir."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISPATCHER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    database_url: str = "sqlite:///var/dispatcher.db"
+    templates_dir: Path = Path("templates")
+    strategy_file: Path = Path("config/strategy.toml")
+    default_timezone: str = "America/New_York"
+    default_region: str = "US"
+    creditor: CreditorSettings = CreditorSettings()
+    sinks: SinkSettings = SinkSettings()
+    plan: PlanSettings = PlanSettings()
+    send: SendSettings = SendSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment beats the file: ops override one value without editing config.
+        return env_settings, init_settings, file_secret_settings
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning every failure into a ConfigError that names the file."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot be read: {exc.strerror}") from None
+
+
+def _first_error(path: Path, exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    more = exc.error_count() - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return ConfigError(str(path), key, f"{error['msg']}{suffix}")
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load service settings; a missing default file means built-in defaults.
+
+    A file that was asked for explicitly must exist. Errors name the file and the key.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_toml(path)
+    elif DEFAULT_SETTINGS_FILE.exists():
+        path = DEFAULT_SETTINGS_FILE
+        data = read_toml(path)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise _first_error(path or Path("environment"), exc) from None
+
+
+def load_strategy(path: Path) -> Strategy:
+    """Load and validate the collection strategy; errors name the file and the key."""
+    try:
+        return Strategy.model_validate(read_toml(path))
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None

@@ -1,0 +1,1 @@
+"""Persistence: the SQL tables and the store that reads and writes them."""

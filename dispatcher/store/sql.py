@@ -1,0 +1,395 @@
+"""The SQL store: every read and write of accounts, outbox and audit, on SQLite or PostgreSQL.
+
+Bulk paths (import, plan) use SQLAlchemy Core with ``executemany`` so a million accounts
+stay fast; every method that changes more than one table does it in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import OperationalError
+from sqlmodel import SQLModel
+
+from dispatcher.domain.account import Account, AccountStatus, Flag, PostalAddress
+from dispatcher.domain.decision import Existing
+from dispatcher.domain.message import MessageKey, MessageStatus
+from dispatcher.domain.money import from_minor
+from dispatcher.domain.strategy import ChannelKind
+from dispatcher.error import StoreError
+from dispatcher.store.table import AccountBase, AccountRow, AuditRow, MessageRow
+
+ACCOUNT: Table = AccountRow.__table__  # type: ignore[assignment]
+MESSAGE: Table = MessageRow.__table__  # type: ignore[assignment]
+AUDIT: Table = AuditRow.__table__  # type: ignore[assignment]
+
+_ACCOUNT_FIELDS = tuple(AccountBase.model_fields)
+_FLAG_COLUMNS = tuple(flag.value for flag in Flag)
+PENDING = (MessageStatus.HELD.value, MessageStatus.QUEUED.value)
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """WAL for concurrent readers, a busy timeout instead of instant 'database is locked'."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    event: str
+    actor: str
+    at: datetime
+    account_id: str | None = None
+    message_id: str | None = None
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+    def row(self) -> dict[str, object]:
+        return {
+            "at": self.at,
+            "event": self.event,
+            "actor": self.actor,
+            "account_id": self.account_id,
+            "message_id": self.message_id,
+            "detail": json.dumps(self.detail, default=str, sort_keys=True, ensure_ascii=False),
+        }
+
+
+@dataclass(slots=True)
+class PlanWrite:
+    """Everything one planner batch writes, applied in one transaction."""
+
+    inserts: list[dict[str, object]] = field(default_factory=list)
+    updates: list[dict[str, object]] = field(default_factory=list)
+    ends: list[dict[str, object]] = field(default_factory=list)
+    audits: list[AuditEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    message_id: str
+    account_id: str
+    channel: ChannelKind
+    recipient: str
+    subject: str | None
+    body: str
+    body_html: str | None
+    locale: str | None
+    attempts: int
+
+
+_UPDATE_FIELDS = (
+    "status", "hold_reason", "rule_id", "hold_until", "dpd", "locale", "recipient",
+    "template_id", "template_version", "template_sha256", "subject", "body", "body_html",
+    "body_sha256", "scheduled_for", "updated_at",
+)
+
+
+class SqlStore:
+    """The database behind dispatcher. Built by bootstrap from one Engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    # -- schema ---------------------------------------------------------------------------
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent)."""
+        try:
+            SQLModel.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StoreError(f"cannot create the database schema: {exc.orig}") from None
+
+    def check_schema(self) -> None:
+        """Fail with a clear message when ``dispatcher init`` has not been run."""
+        try:
+            names = set(inspect(self.engine).get_table_names())
+        except OperationalError as exc:
+            raise StoreError(f"cannot open the database: {exc.orig}") from None
+        missing = {"account", "message", "audit"} - names
+        if missing:
+            raise StoreError(
+                f"the database has no {', '.join(sorted(missing))} table; run `dispatcher init`"
+            )
+
+    def _insert(self, table: Table) -> Any:
+        return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
+
+    # -- accounts -------------------------------------------------------------------------
+    def upsert_accounts(
+        self, rows: Sequence[Mapping[str, object]], now: datetime, audit: Iterable[AuditEntry] = ()
+    ) -> tuple[int, int]:
+        """Insert or update accounts by ``account_id``; returns (inserted, updated).
+
+        A cured account (paid, closed or zero balance) that comes back open with a balance
+        starts a new collection cycle, so its ladder of messages starts again.
+        """
+        if not rows:
+            return 0, 0
+        ids = [str(row["account_id"]) for row in rows]
+        stmt = self._insert(ACCOUNT)
+        new = stmt.excluded
+        cured = or_(ACCOUNT.c.status != AccountStatus.OPEN.value, ACCOUNT.c.balance_minor <= 0)
+        reopened = and_(new.status == AccountStatus.OPEN.value, new.balance_minor > 0)
+        assignments: dict[str, Any] = {name: new[name] for name in _ACCOUNT_FIELDS}
+        del assignments["account_id"]
+        assignments["updated_at"] = new.updated_at
+        assignments["cycle"] = case((and_(cured, reopened), ACCOUNT.c.cycle + 1),
+                                    else_=ACCOUNT.c.cycle)
+        stmt = stmt.on_conflict_do_update(index_elements=["account_id"], set_=assignments)
+        params = [{**row, "cycle": 1, "created_at": now, "updated_at": now} for row in rows]
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                select(func.count()).select_from(ACCOUNT).where(ACCOUNT.c.account_id.in_(ids))
+            ).scalar_one()
+            conn.execute(stmt, params)
+            self._audit(conn, audit)
+        return len(rows) - existing, existing
+
+    def account(self, account_id: str) -> Account | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(ACCOUNT).where(ACCOUNT.c.account_id == account_id)
+            ).mappings().first()
+        return to_account(row) if row else None
+
+    def accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        ids = list(set(account_ids))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ACCOUNT).where(ACCOUNT.c.account_id.in_(ids))).mappings()
+            return {row["account_id"]: to_account(row) for row in rows}
+
+    def plannable_batches(self, due_on_or_before: date, batch_size: int) -> Iterator[list[Account]]:
+        """Accounts the planner must look at, in id order, ``batch_size`` at a time.
+
+        Collectible accounts due by ``due_on_or_before`` (the pre-due window plus a day of
+        time-zone margin), and every account with a pending message, since a payment or a
+        new cycle must end those.
+        """
+        pending = select(MESSAGE.c.account_id).where(MESSAGE.c.status.in_(PENDING))
+        wanted = or_(
+            and_(
+                ACCOUNT.c.status == AccountStatus.OPEN.value,
+                ACCOUNT.c.balance_minor > 0,
+                ACCOUNT.c.due_date <= due_on_or_before,
+            ),
+            ACCOUNT.c.account_id.in_(pending),
+        )
+        after = ""
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(ACCOUNT)
+                    .where(ACCOUNT.c.account_id > after, wanted)
+                    .order_by(ACCOUNT.c.account_id)
+                    .limit(batch_size)
+                ).mappings().all()
+            if not rows:
+                return
+            after = rows[-1]["account_id"]
+            yield [to_account(row) for row in rows]
+
+    def count_plannable(self, due_on_or_before: date) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(ACCOUNT).where(
+                        or_(
+                            and_(
+                                ACCOUNT.c.status == AccountStatus.OPEN.value,
+                                ACCOUNT.c.balance_minor > 0,
+                                ACCOUNT.c.due_date <= due_on_or_before,
+                            ),
+                            ACCOUNT.c.account_id.in_(
+                                select(MESSAGE.c.account_id).where(MESSAGE.c.status.in_(PENDING))
+                            ),
+                        )
+                    )
+                ).scalar_one()
+            )
+
+    # -- planning -------------------------------------------------------------------------
+    def existing_messages(self, account_ids: Sequence[str]) -> dict[str, list[Existing]]:
+        """Every message recorded for these accounts, as the planner's pure core wants it."""
+        found: dict[str, list[Existing]] = defaultdict(list)
+        columns = (
+            MESSAGE.c.account_id, MESSAGE.c.cycle, MESSAGE.c.stage, MESSAGE.c.step,
+            MESSAGE.c.channel, MESSAGE.c.status, MESSAGE.c.hold_reason,
+        )
+        with self.engine.connect() as conn:
+            for account_id, cycle, stage, step, channel, status, reason in conn.execute(
+                select(*columns).where(MESSAGE.c.account_id.in_(list(account_ids)))
+            ):
+                key = MessageKey(account_id, cycle, stage, step, ChannelKind(channel))
+                found[account_id].append(Existing(key, MessageStatus(status), reason))
+        return found
+
+    def apply_plan(self, write: PlanWrite) -> None:
+        """Write one batch's decisions, outbox rows and audit records in one transaction."""
+        with self.engine.begin() as conn:
+            if write.inserts:
+                conn.execute(
+                    self._insert(MESSAGE).on_conflict_do_nothing(index_elements=["idempotency_key"]),
+                    write.inserts,
+                )
+            if write.updates:
+                values = {name: bindparam(f"v_{name}") for name in _UPDATE_FIELDS}
+                conn.execute(
+                    update(MESSAGE)
+                    .where(MESSAGE.c.message_id == bindparam("v_message_id"))
+                    .values(values),
+                    [{f"v_{k}": v for k, v in row.items()} for row in write.updates],
+                )
+            if write.ends:
+                conn.execute(
+                    update(MESSAGE)
+                    .where(
+                        MESSAGE.c.message_id == bindparam("v_message_id"),
+                        MESSAGE.c.status.in_(PENDING),
+                    )
+                    .values(status=bindparam("v_status"), hold_reason=bindparam("v_hold_reason"),
+                            updated_at=bindparam("v_updated_at")),
+                    [{f"v_{k}": v for k, v in row.items()} for row in write.ends],
+                )
+            self._audit(conn, write.audits)
+
+    # -- sending --------------------------------------------------------------------------
+    def claim_due(self, now: datetime, limit: int) -> list[ClaimedMessage]:
+        """Mark up to ``limit`` queued messages whose time has come as ``sending``."""
+        due = and_(
+            MESSAGE.c.status == MessageStatus.QUEUED.value,
+            or_(MESSAGE.c.scheduled_for.is_(None), MESSAGE.c.scheduled_for <= now),
+            or_(MESSAGE.c.next_attempt_at.is_(None), MESSAGE.c.next_attempt_at <= now),
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(MESSAGE).where(due).order_by(MESSAGE.c.scheduled_for, MESSAGE.c.message_id)
+                .limit(limit)
+            ).mappings().all()
+            if not rows:
+                return []
+            conn.execute(
+                update(MESSAGE)
+                .where(MESSAGE.c.message_id.in_([r["message_id"] for r in rows]),
+                       MESSAGE.c.status == MessageStatus.QUEUED.value)
+                .values(status=MessageStatus.SENDING.value, updated_at=now)
+            )
+        return [
+            ClaimedMessage(
+                message_id=r["message_id"], account_id=r["account_id"],
+                channel=ChannelKind(r["channel"]), recipient=r["recipient"] or "",
+                subject=r["subject"], body=r["body"] or "", body_html=r["body_html"],
+                locale=r["locale"], attempts=r["attempts"],
+            )
+            for r in rows
+        ]
+
+    def finish_send(self, message_id: str, values: Mapping[str, object],
+                    audit: Iterable[AuditEntry]) -> None:
+        """Record the outcome of one delivery attempt and its audit record together."""
+        with self.engine.begin() as conn:
+            conn.execute(update(MESSAGE).where(MESSAGE.c.message_id == message_id).values(**values))
+            self._audit(conn, audit)
+
+    # -- reading --------------------------------------------------------------------------
+    def messages_of(self, account_id: str) -> list[RowMapping]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(MESSAGE).where(MESSAGE.c.account_id == account_id)
+                .order_by(MESSAGE.c.created_at, MESSAGE.c.cycle, MESSAGE.c.stage, MESSAGE.c.step)
+            ).mappings())
+
+    def audit_of(self, account_id: str) -> list[RowMapping]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(AUDIT).where(AUDIT.c.account_id == account_id).order_by(AUDIT.c.id)
+            ).mappings())
+
+    def iter_messages(self, since: datetime | None = None) -> Iterator[RowMapping]:
+        """Every message (holds included), oldest first, streamed."""
+        query = select(MESSAGE).order_by(MESSAGE.c.created_at, MESSAGE.c.message_id)
+        if since is not None:
+            query = query.where(MESSAGE.c.updated_at >= since)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=2000).execute(query).mappings()
+            yield from result
+
+    def status_counts(self) -> list[tuple[str, str, str, str | None, int]]:
+        """(stage, channel, status, hold_reason, count) over the whole outbox."""
+        cols = (MESSAGE.c.stage, MESSAGE.c.channel, MESSAGE.c.status, MESSAGE.c.hold_reason)
+        with self.engine.connect() as conn:
+            return [
+                (s, c, st, r, int(n))
+                for s, c, st, r, n in conn.execute(
+                    select(*cols, func.count()).group_by(*cols).order_by(*cols)
+                )
+            ]
+
+    def count_accounts(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ACCOUNT)).scalar_one())
+
+    def audit(self, entries: Iterable[AuditEntry]) -> None:
+        with self.engine.begin() as conn:
+            self._audit(conn, entries)
+
+    @staticmethod
+    def _audit(conn: Connection, entries: Iterable[AuditEntry]) -> None:
+        rows = [entry.row() for entry in entries]
+        if rows:
+            conn.execute(AUDIT.insert(), rows)
+
+
+def to_account(row: Mapping[str, Any]) -> Account:
+    """Map an account row to the core's Account."""
+    address = None
+    if row["address_line1"]:
+        address = PostalAddress(
+            line1=row["address_line1"], line2=row["address_line2"], city=row["city"],
+            region=row["region"], postal_code=row["postal_code"], country=row["country"],
+        )
+    return Account(
+        account_id=row["account_id"],
+        full_name=row["full_name"],
+        balance=from_minor(row["balance_minor"], row["currency"]),
+        currency=row["currency"],
+        due_date=row["due_date"],
+        timezone=row["timezone"],
+        locale=row["locale"],
+        jurisdiction=row["jurisdiction"],
+        status=AccountStatus(row["status"]),
+        cycle=row["cycle"],
+        phone=row["phone"],
+        email=row["email"],
+        address=address,
+        country=row["country"],
+        flags=frozenset(Flag(name) for name in _FLAG_COLUMNS if row[name]),
+        promise_to_pay_until=row["promise_to_pay_until"],
+        assigned_to=row["assigned_to"],
+    )

@@ -1,0 +1,106 @@
+"""The tables. Balances are integer minor units (exact on every database)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from dispatcher.store.column import UtcDateTime
+
+
+class AccountBase(SQLModel):
+    """Columns of the accounts CSV contract (DESIGN.md), after validation."""
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    full_name: str
+    balance_minor: int
+    currency: str = Field(max_length=3)
+    due_date: date = Field(index=True)
+    phone: str | None = None
+    email: str | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    country: str | None = Field(default=None, max_length=2)
+    timezone: str
+    timezone_source: str = "explicit"
+    locale: str = "en-US"
+    jurisdiction: str = "default"
+    status: str = "open"
+    dispute: bool = False
+    bankruptcy: bool = False
+    cease_and_desist: bool = False
+    deceased: bool = False
+    do_not_contact: bool = False
+    opt_out_sms: bool = False
+    opt_out_email: bool = False
+    promise_to_pay_until: date | None = None
+    assigned_to: str | None = None
+
+
+class AccountRow(AccountBase, table=True):
+    __tablename__ = "account"
+
+    cycle: int = 1
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+class MessageRow(SQLModel, table=True):
+    """The outbox: one row per idempotency key, from its first decision to its end."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        Index("ix_message_due", "status", "scheduled_for"),
+        Index("ix_message_account", "account_id", "cycle"),
+    )
+
+    message_id: str = Field(primary_key=True, max_length=32)
+    idempotency_key: str = Field(unique=True)
+    account_id: str = Field(foreign_key="account.account_id")
+    cycle: int
+    stage: str
+    step: str
+    channel: str
+    status: str
+    hold_reason: str | None = None
+    rule_id: str | None = None
+    hold_until: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    dpd: int
+    locale: str | None = None
+    recipient: str | None = None
+    template_id: str | None = None
+    template_version: str | None = None
+    template_sha256: str | None = None
+    subject: str | None = None
+    body: str | None = Field(default=None, sa_column=Column(Text))
+    body_html: str | None = Field(default=None, sa_column=Column(Text))
+    body_sha256: str | None = None
+    scheduled_for: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    provider_message_id: str | None = None
+    artifact_path: str | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+class AuditRow(SQLModel, table=True):
+    """One audit record: an event (past tense), about an account and maybe a message."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_account", "account_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    event: str
+    actor: str
+    account_id: str | None = None
+    message_id: str | None = Field(default=None, index=True)
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
