@@ -44,8 +44,9 @@ def file_channels(settings: Settings) -> dict[ChannelKind, Channel]:
     directory = settings.sinks.directory
     return {
         ChannelKind.SMS: FileSmsSink(directory),
-        ChannelKind.EMAIL: FileEmailSink(directory, sender_name=settings.creditor.name,
-                                         sender_address=settings.creditor.email),
+        ChannelKind.EMAIL: FileEmailSink(
+            directory, sender_name=settings.creditor.name, sender_address=settings.creditor.email
+        ),
         ChannelKind.LETTER: FileLetterSink(directory, compile_pdf),
     }
 
@@ -70,22 +71,34 @@ class App:
     def creditor(self) -> Creditor:
         c = self.settings.creditor
         return Creditor(
-            name=c.name, phone=c.phone, email=c.email, website=c.website,
-            address_lines=c.address_lines, payment_url=c.payment_url,
-            opt_out_sms=c.opt_out_sms, opt_out_email_url=c.unsubscribe_url,
+            name=c.name,
+            phone=c.phone,
+            email=c.email,
+            website=c.website,
+            address_lines=c.address_lines,
+            payment_url=c.payment_url,
+            opt_out_sms=c.opt_out_sms,
+            opt_out_email_url=c.unsubscribe_url,
         )
 
     def planner(self) -> Planner:
-        return Planner(self.store, self.templates, self.strategy, self.creditor,
-                       batch_size=self.settings.plan.batch_size)
+        return Planner(
+            self.store,
+            self.templates,
+            self.strategy,
+            self.creditor,
+            batch_size=self.settings.plan.batch_size,
+        )
 
     def sender(self) -> Sender:
         send = self.settings.send
         pattern = self.settings.creditor.unsubscribe_url
         return Sender(
-            self.store, self.channels,
+            self.store,
+            self.channels,
             RetryPolicy(send.max_attempts, send.backoff_base_seconds, send.backoff_max_seconds),
-            batch_size=send.batch_size, concurrency=send.concurrency,
+            batch_size=send.batch_size,
+            concurrency=send.concurrency,
             unsubscribe_url=lambda account_id: pattern.format(account_id=account_id),
         )
 

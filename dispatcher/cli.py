@@ -28,8 +28,12 @@ from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Compliant multi-channel reminders for debt collection.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Compliant multi-channel reminders for debt collection.",
+)
 import_app = typer.Typer(no_args_is_help=True, help="Bring data in.")
 export_app = typer.Typer(no_args_is_help=True, help="Take data out.")
 app.add_typer(import_app, name="import")
@@ -40,8 +44,12 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", envvar="DISPATCHER_CONFIG",
-                 help="Settings file (default: config/settings.toml if present)."),
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="DISPATCHER_CONFIG",
+        help="Settings file (default: config/settings.toml if present).",
+    ),
 ]
 NowOption = Annotated[
     str | None,
@@ -79,8 +87,14 @@ def _progress(label: str, total: int | None) -> Iterator[Progress | None]:
     if not err.is_terminal:
         yield None
         return
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
         progress.add_task(label, total=total)
         yield progress
 
@@ -101,14 +115,18 @@ def init() -> None:
     strategy = wired.strategy
     templates = wired.templates
     out.print(f"database ready: {wired.settings.database_url}")
-    out.print(f"strategy {strategy.id!r}: {len(strategy.stages)} stages; "
-              f"{len(templates.names())} templates loaded")
+    out.print(
+        f"strategy {strategy.id!r}: {len(strategy.stages)} stages; "
+        f"{len(templates.names())} templates loaded"
+    )
 
 
 @app.command()
-def plan(now: NowOption = None,
-         dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide, write nothing.")] = False,
-         as_json: JsonOption = False) -> None:
+def plan(
+    now: NowOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide, write nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Decide what is due for every account and queue it (or record why not)."""
     wired, at = _app(), _now(now)
     planner = wired.planner()
@@ -150,19 +168,31 @@ def import_accounts_command(
     wired, at = _app(), _now(now)
     with _progress("importing", None) as progress:
         report = import_accounts(
-            wired.store, file, now=at, default_timezone=wired.settings.default_timezone,
+            wired.store,
+            file,
+            now=at,
+            default_timezone=wired.settings.default_timezone,
             default_region=wired.settings.default_region,
             on_progress=_advance(progress),  # type: ignore[arg-type]
         )
     if as_json:
-        out.print_json(json.dumps({
-            "file": str(report.path), "rows": report.rows, "inserted": report.inserted,
-            "updated": report.updated, "rejected": report.rejected,
-            "reject_file": str(report.reject_path) if report.reject_path else None,
-        }))
+        out.print_json(
+            json.dumps(
+                {
+                    "file": str(report.path),
+                    "rows": report.rows,
+                    "inserted": report.inserted,
+                    "updated": report.updated,
+                    "rejected": report.rejected,
+                    "reject_file": str(report.reject_path) if report.reject_path else None,
+                }
+            )
+        )
     else:
-        out.print(f"{report.path}: {report.rows} rows, {report.inserted} new, "
-                  f"{report.updated} updated, {report.rejected} rejected")
+        out.print(
+            f"{report.path}: {report.rows} rows, {report.inserted} new, "
+            f"{report.updated} updated, {report.rejected} rejected"
+        )
         for line in report.first_rejects:
             err.print(f"  rejected {line}", markup=False, highlight=False)
         if report.reject_path:
@@ -181,29 +211,57 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
     messages = wired.store.messages_of(account_id)
     audit = wired.store.audit_of(account_id)
     if as_json:
+
         def plain(row: object) -> dict[str, object]:
-            return {k: (v.isoformat() if isinstance(v, datetime | date) else v)
-                    for k, v in dict(row).items()}  # type: ignore[call-overload]
-        out.print_json(json.dumps({
-            "account_id": account_id, "cycle": account.cycle,
-            "messages": [plain(m) for m in messages],
-            "audit": [{**plain(a), "detail": json.loads(a["detail"])} for a in audit],
-        }, ensure_ascii=False))
+            return {
+                k: (v.isoformat() if isinstance(v, datetime | date) else v)
+                for k, v in dict(row).items()
+            }  # type: ignore[call-overload]
+
+        out.print_json(
+            json.dumps(
+                {
+                    "account_id": account_id,
+                    "cycle": account.cycle,
+                    "messages": [plain(m) for m in messages],
+                    "audit": [{**plain(a), "detail": json.loads(a["detail"])} for a in audit],
+                },
+                ensure_ascii=False,
+            )
+        )
         return
-    out.print(f"[bold]{account.account_id}[/]  {account.full_name}  {account.balance} "
-              f"{account.currency}  due {account.due_date}  cycle {account.cycle}  "
-              f"tz {account.timezone}")
-    table = Table("created", "stage", "step", "channel", "status", "reason / template",
-                  "sent", title="messages")
+    out.print(
+        f"[bold]{account.account_id}[/]  {account.full_name}  {account.balance} "
+        f"{account.currency}  due {account.due_date}  cycle {account.cycle}  "
+        f"tz {account.timezone}"
+    )
+    table = Table(
+        "created",
+        "stage",
+        "step",
+        "channel",
+        "status",
+        "reason / template",
+        "sent",
+        title="messages",
+    )
     for m in messages:
         why = m["hold_reason"] or f"{m['template_id'] or ''} v{m['template_version'] or ''}"
-        table.add_row(_ts(m["created_at"]), m["stage"], m["step"], m["channel"], m["status"],
-                      why, _ts(m["sent_at"]))
+        table.add_row(
+            _ts(m["created_at"]),
+            m["stage"],
+            m["step"],
+            m["channel"],
+            m["status"],
+            why,
+            _ts(m["sent_at"]),
+        )
     out.print(table)
     trail = Table("at", "event", "actor", "message", "detail", title="audit")
     for a in audit:
-        trail.add_row(_ts(a["at"]), a["event"], a["actor"], (a["message_id"] or "")[:8],
-                      a["detail"])
+        trail.add_row(
+            _ts(a["at"]), a["event"], a["actor"], (a["message_id"] or "")[:8], a["detail"]
+        )
     out.print(trail)
 
 
@@ -211,8 +269,9 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
 def export_messages(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
     since: Annotated[str | None, typer.Option("--since", help="Only changed on/after D")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default stdout)")]
-    = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout)")
+    ] = None,
 ) -> None:
     """Every message with status and template version, for auditors and other programs."""
     if fmt not in ("jsonl", "csv"):
@@ -256,7 +315,9 @@ def _since(value: str | None) -> datetime | None:
 
 def _plan_dict(report: PlanReport) -> dict[str, object]:
     return {
-        "now": report.now.isoformat(), "dry_run": report.dry_run, "accounts": report.accounts,
+        "now": report.now.isoformat(),
+        "dry_run": report.dry_run,
+        "accounts": report.accounts,
         "decisions": [
             {"stage": s, "channel": c, "outcome": o, "count": n}
             for (s, c, o), n in sorted(report.counts.items())
@@ -267,8 +328,9 @@ def _plan_dict(report: PlanReport) -> dict[str, object]:
 def _send_dict(report: SendReport) -> dict[str, object]:
     return {
         "now": report.now.isoformat(),
-        "outcomes": [{"channel": c, "outcome": o, "count": n}
-                     for (c, o), n in sorted(report.counts.items())],
+        "outcomes": [
+            {"channel": c, "outcome": o, "count": n} for (c, o), n in sorted(report.counts.items())
+        ],
     }
 
 
@@ -276,7 +338,9 @@ def _show_plan(report: PlanReport, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(_plan_dict(report)))
         return
-    title = f"plan at {report.now.isoformat()}{' (dry run: nothing written)' if report.dry_run else ''}"
+    title = (
+        f"plan at {report.now.isoformat()}{' (dry run: nothing written)' if report.dry_run else ''}"
+    )
     table = Table("stage", "channel", "decision", "count", title=title)
     for (stage, channel, outcome), n in sorted(report.counts.items()):
         table.add_row(stage, channel, outcome, str(n))

@@ -27,11 +27,26 @@ def _add_broken_rows(path: Path) -> None:
         header = next(csv.reader(handle))
     with path.open("a", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=header)
-        writer.writerow({"account_id": "DEMO-BAD-1", "full_name": "Broken Date",
-                         "balance": "120.00", "currency": "USD", "due_date": "2026-02-30"})
-        writer.writerow({"account_id": "DEMO-BAD-2", "full_name": "Broken Phone",
-                         "balance": "75.10", "currency": "USD", "due_date": "2026-01-15",
-                         "phone": "12", "country": "US"})
+        writer.writerow(
+            {
+                "account_id": "DEMO-BAD-1",
+                "full_name": "Broken Date",
+                "balance": "120.00",
+                "currency": "USD",
+                "due_date": "2026-02-30",
+            }
+        )
+        writer.writerow(
+            {
+                "account_id": "DEMO-BAD-2",
+                "full_name": "Broken Phone",
+                "balance": "75.10",
+                "currency": "USD",
+                "due_date": "2026-01-15",
+                "phone": "12",
+                "country": "US",
+            }
+        )
 
 
 def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> None:
@@ -43,12 +58,17 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
     _add_broken_rows(csv_path)
 
     imported = import_accounts(
-        app.store, csv_path, now=now, default_timezone=app.settings.default_timezone,
+        app.store,
+        csv_path,
+        now=now,
+        default_timezone=app.settings.default_timezone,
         default_region=app.settings.default_region,
     )
     console.rule("1. import")
-    console.print(f"{csv_path}: {imported.rows} rows → {imported.inserted} new, "
-                  f"{imported.updated} updated, {imported.rejected} rejected")
+    console.print(
+        f"{csv_path}: {imported.rows} rows → {imported.inserted} new, "
+        f"{imported.updated} updated, {imported.rejected} rejected"
+    )
     for line in imported.first_rejects:
         console.print(f"  rejected {line}", markup=False, highlight=False)
     if imported.reject_path:
@@ -72,14 +92,20 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
     console.print(f"  files in {sink}/sms (.txt), {sink}/email (.eml), {sink}/letter (.pdf)")
 
     console.rule("4. what one customer received")
-    sample = next((m for m in app.store.iter_messages() if m["status"] == "sent"
-                   and m["channel"] == "sms"), None)
+    sample = next(
+        (m for m in app.store.iter_messages() if m["status"] == "sent" and m["channel"] == "sms"),
+        None,
+    )
     if sample is not None:
-        console.print(f"account {sample['account_id']} · {sample['stage']}/{sample['step']} "
-                      f"· template {sample['template_id']} v{sample['template_version']}")
+        console.print(
+            f"account {sample['account_id']} · {sample['stage']}/{sample['step']} "
+            f"· template {sample['template_id']} v{sample['template_version']}"
+        )
         console.print(sample["body"], markup=False, highlight=False)
         console.print(f"\nfull history: dispatcher history {sample['account_id']}")
     if planned.total == 0 and sent.total == 0:
-        console.print("nothing new was due: this portfolio was already planned and sent "
-                      "(plans are idempotent). Delete var/ to start over.")
+        console.print(
+            "nothing new was due: this portfolio was already planned and sent "
+            "(plans are idempotent). Delete var/ to start over."
+        )
     console.print("export for auditors: dispatcher export messages --format jsonl")

@@ -31,7 +31,11 @@ class CreditorSettings(_Section):
     phone: str = "+1 800 555 0100"
     email: str = "collections@acme-finance.example"
     website: str = "https://acme-finance.example"
-    address_lines: tuple[str, ...] = ("Acme Consumer Finance", "100 Main Street", "Boston, MA 02110")
+    address_lines: tuple[str, ...] = (
+        "Acme Consumer Finance",
+        "100 Main Street",
+        "Boston, MA 02110",
+    )
     payment_url: str = "https://pay.acme-finance.example/a/{account_id}"
     opt_out_sms: str = "Reply STOP to opt out."
     unsubscribe_url: str = "https://acme-finance.example/unsubscribe/{account_id}"

@@ -115,9 +115,9 @@ def plan_account(
         if stage.step_dpd(step) > dpd:
             continue
         key = MessageKey(account.account_id, account.cycle, stage.id, step.id, step.channel)
-        row = rows.get(key)
-        if row is None or row.status is MessageStatus.HELD:
-            owed.append((step, key, row))
+        found = rows.get(key)
+        if found is None or found.status is MessageStatus.HELD:
+            owed.append((step, key, found))
 
     latest: dict[str, Step] = {}
     for step, _key, _row in owed:
@@ -126,24 +126,31 @@ def plan_account(
             latest[step.channel] = step
     # A step already queued or sent on the channel also supersedes older owed steps.
     for key, row in rows.items():
-        if key.stage == stage.id and key.cycle == account.cycle and row.status in (
-            MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT
+        if (
+            key.stage == stage.id
+            and key.cycle == account.cycle
+            and row.status in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT)
         ):
             done = next((s for s in stage.steps if s.id == key.step), None)
             current = latest.get(key.channel)
             if done is not None and (current is None or done.day > current.day):
                 latest[key.channel] = done
 
-    for step, key, row in owed:
+    for step, key, owed_row in owed:
         newest = latest[step.channel]
         if newest is not step and newest.day > step.day:
             decisions.append(
-                End(key, EndReason.SUPERSEDED, existing=row is not None, superseded_by=newest.id)
+                End(
+                    key,
+                    EndReason.SUPERSEDED,
+                    existing=owed_row is not None,
+                    superseded_by=newest.id,
+                )
             )
             continue
         hold = hold_for(account, step.channel, now)
         if hold is None:
-            decisions.append(Queue(key, stage, step, dpd, release=row is not None))
-        elif row is None or row.hold_reason != hold.reason.value:
-            decisions.append(HoldBack(key, stage, step, dpd, hold, update=row is not None))
+            decisions.append(Queue(key, stage, step, dpd, release=owed_row is not None))
+        elif owed_row is None or owed_row.hold_reason != hold.reason.value:
+            decisions.append(HoldBack(key, stage, step, dpd, hold, update=owed_row is not None))
     return decisions

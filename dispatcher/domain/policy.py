@@ -47,23 +47,37 @@ class Rule:
 # Order matters: the first rule that applies is the reason recorded, so the most
 # serious and least likely to lift comes first.
 RULES: tuple[Rule, ...] = (
-    Rule("hold.deceased", "Reg F 12 CFR 1006.2(e) (estate contacts only); house rule",
-         HoldReason.DECEASED),
+    Rule(
+        "hold.deceased",
+        "Reg F 12 CFR 1006.2(e) (estate contacts only); house rule",
+        HoldReason.DECEASED,
+    ),
     Rule("hold.bankruptcy", "11 U.S.C. §362(a)(6) automatic stay", HoldReason.BANKRUPTCY),
-    Rule("hold.cease_and_desist", "FDCPA §805(c), 15 U.S.C. §1692c(c)",
-         HoldReason.CEASE_AND_DESIST),
+    Rule(
+        "hold.cease_and_desist", "FDCPA §805(c), 15 U.S.C. §1692c(c)", HoldReason.CEASE_AND_DESIST
+    ),
     Rule("hold.do_not_contact", "house rule HR-1: do-not-contact flag", HoldReason.DO_NOT_CONTACT),
     Rule("hold.dispute", "FDCPA §809(b), 15 U.S.C. §1692g(b)", HoldReason.DISPUTE),
-    Rule("hold.promise_to_pay", "house rule HR-2: no reminders while a promise to pay runs",
-         HoldReason.PROMISE_TO_PAY),
-    Rule("hold.opt_out_sms", "Reg F 12 CFR 1006.6(e); TCPA 47 CFR 64.1200",
-         HoldReason.OPTED_OUT_SMS),
-    Rule("hold.opt_out_email", "Reg F 12 CFR 1006.6(e); CAN-SPAM 15 U.S.C. §7704(a)(4)",
-         HoldReason.OPTED_OUT_EMAIL),
+    Rule(
+        "hold.promise_to_pay",
+        "house rule HR-2: no reminders while a promise to pay runs",
+        HoldReason.PROMISE_TO_PAY,
+    ),
+    Rule(
+        "hold.opt_out_sms", "Reg F 12 CFR 1006.6(e); TCPA 47 CFR 64.1200", HoldReason.OPTED_OUT_SMS
+    ),
+    Rule(
+        "hold.opt_out_email",
+        "Reg F 12 CFR 1006.6(e); CAN-SPAM 15 U.S.C. §7704(a)(4)",
+        HoldReason.OPTED_OUT_EMAIL,
+    ),
     Rule("hold.no_phone", "house rule HR-3: no SMS without a valid phone", HoldReason.NO_PHONE),
     Rule("hold.no_email", "house rule HR-3: no email without an address", HoldReason.NO_EMAIL),
-    Rule("hold.no_address", "house rule HR-3: no letter without a postal address",
-         HoldReason.NO_ADDRESS),
+    Rule(
+        "hold.no_address",
+        "house rule HR-3: no letter without a postal address",
+        HoldReason.NO_ADDRESS,
+    ),
 )
 RULE_BY_REASON: dict[HoldReason, Rule] = {rule.reason: rule for rule in RULES}
 

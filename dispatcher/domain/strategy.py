@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from itertools import pairwise
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -95,7 +96,7 @@ class Strategy(BaseModel):
         ids = [s.id for s in self.stages]
         if len(set(ids)) != len(ids):
             raise ValueError(f"stage ids repeat: {ids}")
-        for before, after in zip(ordered, ordered[1:], strict=False):
+        for before, after in pairwise(ordered):
             if before.dpd_to is None or before.dpd_to >= after.dpd_from:
                 raise ValueError(f"stages {before.id!r} and {after.id!r} overlap")
         return self

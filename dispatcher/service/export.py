@@ -9,9 +9,20 @@ from datetime import datetime
 from typing import IO, Any, Literal
 
 EXPORT_FIELDS = (
-    "message_id", "account_id", "stage", "step", "channel", "recipient", "template_id",
-    "template_version", "scheduled_for", "sent_at", "status", "provider_message_id",
-    "body_sha256", "hold_reason",
+    "message_id",
+    "account_id",
+    "stage",
+    "step",
+    "channel",
+    "recipient",
+    "template_id",
+    "template_version",
+    "scheduled_for",
+    "sent_at",
+    "status",
+    "provider_message_id",
+    "body_sha256",
+    "hold_reason",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -31,8 +42,9 @@ def _csv_safe(value: object) -> str:
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
-def write_messages(rows: Iterable[Mapping[str, Any]], out: IO[str],
-                   fmt: Literal["jsonl", "csv"]) -> int:
+def write_messages(
+    rows: Iterable[Mapping[str, Any]], out: IO[str], fmt: Literal["jsonl", "csv"]
+) -> int:
     """Stream ``rows`` to ``out``; returns how many were written."""
     count = 0
     if fmt == "jsonl":

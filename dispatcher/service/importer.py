@@ -52,8 +52,9 @@ def import_accounts(
         batch.clear()
 
     with RejectWriter.for_input(path) as rejects:
-        for item in read_accounts(path, default_timezone=default_timezone,
-                                  default_region=default_region):
+        for item in read_accounts(
+            path, default_timezone=default_timezone, default_region=default_region
+        ):
             report.rows += 1
             if isinstance(item, Parsed):
                 batch.append(item.values)
@@ -68,10 +69,21 @@ def import_accounts(
         report.rejected = rejects.count
         report.reject_path = rejects.path if rejects.count else None
     report.first_rejects = tuple(shown)
-    store.audit([AuditEntry(
-        event="accounts_imported", actor=ACTOR, at=now,
-        detail={"file": str(path), "rows": report.rows, "inserted": report.inserted,
-                "updated": report.updated, "rejected": report.rejected,
-                "reject_file": str(report.reject_path) if report.reject_path else None},
-    )])
+    store.audit(
+        [
+            AuditEntry(
+                event="accounts_imported",
+                actor=ACTOR,
+                at=now,
+                detail={
+                    "file": str(path),
+                    "rows": report.rows,
+                    "inserted": report.inserted,
+                    "updated": report.updated,
+                    "rejected": report.rejected,
+                    "reject_file": str(report.reject_path) if report.reject_path else None,
+                },
+            )
+        ]
+    )
     return report

@@ -53,28 +53,64 @@ def recipient_of(account: Account, channel: ChannelKind) -> str | None:
     return "\n".join([account.full_name, *account.address.lines()])
 
 
-def _row(key: MessageKey, status: MessageStatus, dpd: int, now: datetime,
-         **values: object) -> dict[str, object]:
+def _row(
+    key: MessageKey, status: MessageStatus, dpd: int, now: datetime, **values: object
+) -> dict[str, object]:
     """A complete outbox row: executemany needs every row to carry the same columns."""
     row: dict[str, object] = {
-        "message_id": key.message_id, "idempotency_key": str(key),
-        "account_id": key.account_id, "cycle": key.cycle, "stage": key.stage,
-        "step": key.step, "channel": key.channel.value, "status": status.value,
-        "hold_reason": None, "rule_id": None, "hold_until": None, "dpd": dpd,
-        "locale": None, "recipient": None, "template_id": None, "template_version": None,
-        "template_sha256": None, "subject": None, "body": None, "body_html": None,
-        "body_sha256": None, "scheduled_for": None, "attempts": 0, "next_attempt_at": None,
-        "sent_at": None, "provider_message_id": None, "artifact_path": None,
-        "last_error": None, "created_at": now, "updated_at": now,
+        "message_id": key.message_id,
+        "idempotency_key": str(key),
+        "account_id": key.account_id,
+        "cycle": key.cycle,
+        "stage": key.stage,
+        "step": key.step,
+        "channel": key.channel.value,
+        "status": status.value,
+        "hold_reason": None,
+        "rule_id": None,
+        "hold_until": None,
+        "dpd": dpd,
+        "locale": None,
+        "recipient": None,
+        "template_id": None,
+        "template_version": None,
+        "template_sha256": None,
+        "subject": None,
+        "body": None,
+        "body_html": None,
+        "body_sha256": None,
+        "scheduled_for": None,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "sent_at": None,
+        "provider_message_id": None,
+        "artifact_path": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
     }
     row.update(values)
     return row
 
 
 _UPDATABLE = (
-    "message_id", "status", "hold_reason", "rule_id", "hold_until", "dpd", "locale",
-    "recipient", "template_id", "template_version", "template_sha256", "subject", "body",
-    "body_html", "body_sha256", "scheduled_for", "updated_at",
+    "message_id",
+    "status",
+    "hold_reason",
+    "rule_id",
+    "hold_until",
+    "dpd",
+    "locale",
+    "recipient",
+    "template_id",
+    "template_version",
+    "template_sha256",
+    "subject",
+    "body",
+    "body_html",
+    "body_sha256",
+    "scheduled_for",
+    "updated_at",
 )
 
 
@@ -141,40 +177,86 @@ class Planner:
             superseded = decision.reason is EndReason.SUPERSEDED
             status = MessageStatus.SKIPPED if superseded else MessageStatus.EXPIRED
             if decision.existing:
-                write.ends.append({"message_id": key.message_id, "status": status.value,
-                                   "hold_reason": decision.reason.value, "updated_at": now})
+                write.ends.append(
+                    {
+                        "message_id": key.message_id,
+                        "status": status.value,
+                        "hold_reason": decision.reason.value,
+                        "updated_at": now,
+                    }
+                )
             else:
                 write.inserts.append(_row(key, status, 0, now, hold_reason=decision.reason.value))
             audit(f"message_{status.value}", detail)
             return
 
         if isinstance(decision, HoldBack):
-            self._hold(account, decision.key, decision.dpd, now, write, report, decision.update,
-                       decision.hold.reason, decision.hold.rule_id, decision.hold.until)
+            self._hold(
+                account,
+                decision.key,
+                decision.dpd,
+                now,
+                write,
+                report,
+                decision.update,
+                decision.hold.reason,
+                decision.hold.rule_id,
+                decision.hold.until,
+            )
             return
 
         locale = self._locale(account, decision)
         if locale is None:
-            self._hold(account, key, decision.dpd, now, write, report, decision.release,
-                       HoldReason.TEMPLATE_MISSING, None, None,
-                       error=f"no {key.channel.value} template {decision.step.template!r} "
-                             f"for {account.locale} or {self.strategy.default_locale}")
+            self._hold(
+                account,
+                key,
+                decision.dpd,
+                now,
+                write,
+                report,
+                decision.release,
+                HoldReason.TEMPLATE_MISSING,
+                None,
+                None,
+                error=f"no {key.channel.value} template {decision.step.template!r} "
+                f"for {account.locale} or {self.strategy.default_locale}",
+            )
             return
-        context = build_context(account, dpd=decision.dpd, stage_id=decision.stage.id,
-                                creditor=self.creditor, now=now)
+        context = build_context(
+            account, dpd=decision.dpd, stage_id=decision.stage.id, creditor=self.creditor, now=now
+        )
         try:
             rendered = self.templates.render(key.channel, decision.step.template, locale, context)
         except TemplateError as exc:
-            self._hold(account, key, decision.dpd, now, write, report, decision.release,
-                       HoldReason.RENDER_FAILED, None, None, error=str(exc))
+            self._hold(
+                account,
+                key,
+                decision.dpd,
+                now,
+                write,
+                report,
+                decision.release,
+                HoldReason.RENDER_FAILED,
+                None,
+                None,
+                error=str(exc),
+            )
             return
         row = _row(
-            key, MessageStatus.QUEUED, decision.dpd, now,
-            locale=locale, recipient=recipient_of(account, key.channel),
-            template_id=rendered.template_id, template_version=rendered.template_version,
-            template_sha256=rendered.template_sha256, subject=rendered.subject,
-            body=rendered.body, body_html=rendered.body_html,
-            body_sha256=rendered.body_sha256, scheduled_for=now,
+            key,
+            MessageStatus.QUEUED,
+            decision.dpd,
+            now,
+            locale=locale,
+            recipient=recipient_of(account, key.channel),
+            template_id=rendered.template_id,
+            template_version=rendered.template_version,
+            template_sha256=rendered.template_sha256,
+            subject=rendered.subject,
+            body=rendered.body,
+            body_html=rendered.body_html,
+            body_sha256=rendered.body_sha256,
+            scheduled_for=now,
         )
         if decision.release:
             write.updates.append({name: row[name] for name in _UPDATABLE})
@@ -182,25 +264,54 @@ class Planner:
         else:
             write.inserts.append(row)
         report.add(key.stage, key.channel, "queued")
-        audit("message_queued", {
-            "stage": key.stage, "step": key.step, "channel": key.channel.value,
-            "dpd": decision.dpd, "template_id": rendered.template_id,
-            "template_version": rendered.template_version,
-            "template_sha256": rendered.template_sha256, "body_sha256": rendered.body_sha256,
-        })
+        audit(
+            "message_queued",
+            {
+                "stage": key.stage,
+                "step": key.step,
+                "channel": key.channel.value,
+                "dpd": decision.dpd,
+                "template_id": rendered.template_id,
+                "template_version": rendered.template_version,
+                "template_sha256": rendered.template_sha256,
+                "body_sha256": rendered.body_sha256,
+            },
+        )
 
-    def _hold(self, account: Account, key: MessageKey, dpd: int, now: datetime, write: PlanWrite,
-              report: PlanReport, update: bool, reason: HoldReason, rule_id: str | None,
-              until: datetime | None, error: str | None = None) -> None:
-        row = _row(key, MessageStatus.HELD, dpd, now, hold_reason=reason.value,
-                   rule_id=rule_id, hold_until=until)
+    def _hold(
+        self,
+        account: Account,
+        key: MessageKey,
+        dpd: int,
+        now: datetime,
+        write: PlanWrite,
+        report: PlanReport,
+        update: bool,
+        reason: HoldReason,
+        rule_id: str | None,
+        until: datetime | None,
+        error: str | None = None,
+    ) -> None:
+        row = _row(
+            key,
+            MessageStatus.HELD,
+            dpd,
+            now,
+            hold_reason=reason.value,
+            rule_id=rule_id,
+            hold_until=until,
+        )
         if update:
             write.updates.append({name: row[name] for name in _UPDATABLE})
         else:
             write.inserts.append(row)
         report.add(key.stage, key.channel, f"held:{reason.value}")
-        detail: dict[str, object] = {"reason": reason.value, "rule_id": rule_id,
-                                     "until": until.isoformat() if until else None, "dpd": dpd}
+        detail: dict[str, object] = {
+            "reason": reason.value,
+            "rule_id": rule_id,
+            "until": until.isoformat() if until else None,
+            "dpd": dpd,
+        }
         if error:
             detail["error"] = error
         _Audit(write, account.account_id, key.message_id, now)("message_held", detail)
@@ -222,7 +333,13 @@ class _Audit:
     now: datetime
 
     def __call__(self, event: str, detail: dict[str, object]) -> None:
-        self.write.audits.append(AuditEntry(
-            event=event, actor=ACTOR, at=self.now, account_id=self.account_id,
-            message_id=self.message_id, detail=detail,
-        ))
+        self.write.audits.append(
+            AuditEntry(
+                event=event,
+                actor=ACTOR,
+                at=self.now,
+                account_id=self.account_id,
+                message_id=self.message_id,
+                detail=detail,
+            )
+        )

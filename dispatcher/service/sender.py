@@ -66,37 +66,63 @@ class Sender:
         gate = asyncio.Semaphore(self.concurrency)
         while batch := self.store.claim_due(now, self.batch_size):
             accounts = self.store.accounts(m.account_id for m in batch)
-
-            async def one(message: ClaimedMessage) -> None:
-                async with gate:
-                    await self._send_one(message, accounts.get(message.account_id), now, report)
-
-            await asyncio.gather(*(one(m) for m in batch))
+            await asyncio.gather(
+                *(self._gated(gate, m, accounts.get(m.account_id), now, report) for m in batch)
+            )
         return report
 
-    async def _send_one(self, message: ClaimedMessage, account: Account | None, now: datetime,
-                        report: SendReport) -> None:
+    async def _gated(
+        self,
+        gate: asyncio.Semaphore,
+        message: ClaimedMessage,
+        account: Account | None,
+        now: datetime,
+        report: SendReport,
+    ) -> None:
+        async with gate:
+            await self._send_one(message, account, now, report)
+
+    async def _send_one(
+        self, message: ClaimedMessage, account: Account | None, now: datetime, report: SendReport
+    ) -> None:
         channel = message.channel.value
         hold = hold_for(account, message.channel, now) if account else None
         if hold is not None:
             self.store.finish_send(
                 message.message_id,
-                {"status": MessageStatus.HELD.value, "hold_reason": hold.reason.value,
-                 "rule_id": hold.rule_id, "hold_until": hold.until, "updated_at": now},
-                [self._audit("message_held", message, now,
-                             {"reason": hold.reason.value, "rule_id": hold.rule_id,
-                              "at": "send"})],
+                {
+                    "status": MessageStatus.HELD.value,
+                    "hold_reason": hold.reason.value,
+                    "rule_id": hold.rule_id,
+                    "hold_until": hold.until,
+                    "updated_at": now,
+                },
+                [
+                    self._audit(
+                        "message_held",
+                        message,
+                        now,
+                        {"reason": hold.reason.value, "rule_id": hold.rule_id, "at": "send"},
+                    )
+                ],
             )
             report.add(channel, f"held:{hold.reason.value}")
             return
         attempt = message.attempts + 1
         outbound = Outbound(
-            message_id=message.message_id, account_id=message.account_id,
-            channel=message.channel, recipient=message.recipient, body=message.body,
-            subject=message.subject, body_html=message.body_html, locale=message.locale,
-            unsubscribe_url=(self.unsubscribe_url(message.account_id)
-                             if self.unsubscribe_url and message.channel is ChannelKind.EMAIL
-                             else None),
+            message_id=message.message_id,
+            account_id=message.account_id,
+            channel=message.channel,
+            recipient=message.recipient,
+            body=message.body,
+            subject=message.subject,
+            body_html=message.body_html,
+            locale=message.locale,
+            unsubscribe_url=(
+                self.unsubscribe_url(message.account_id)
+                if self.unsubscribe_url and message.channel is ChannelKind.EMAIL
+                else None
+            ),
         )
         try:
             receipt: Receipt = await self.channels[message.channel].deliver(outbound)
@@ -105,17 +131,35 @@ class Sender:
             return
         self.store.finish_send(
             message.message_id,
-            {"status": MessageStatus.SENT.value, "attempts": attempt, "sent_at": now,
-             "provider_message_id": receipt.provider_message_id,
-             "artifact_path": receipt.artifact_path, "last_error": None,
-             "next_attempt_at": None, "updated_at": now},
-            [self._audit("message_sent", message, now,
-                         {"attempt": attempt, "provider_message_id": receipt.provider_message_id})],
+            {
+                "status": MessageStatus.SENT.value,
+                "attempts": attempt,
+                "sent_at": now,
+                "provider_message_id": receipt.provider_message_id,
+                "artifact_path": receipt.artifact_path,
+                "last_error": None,
+                "next_attempt_at": None,
+                "updated_at": now,
+            },
+            [
+                self._audit(
+                    "message_sent",
+                    message,
+                    now,
+                    {"attempt": attempt, "provider_message_id": receipt.provider_message_id},
+                )
+            ],
         )
         report.add(channel, "sent")
 
-    def _failed(self, message: ClaimedMessage, attempt: int, exc: DeliveryError, now: datetime,
-                report: SendReport) -> None:
+    def _failed(
+        self,
+        message: ClaimedMessage,
+        attempt: int,
+        exc: DeliveryError,
+        now: datetime,
+        report: SendReport,
+    ) -> None:
         retry_at = None
         if not isinstance(exc, PermanentDelivery):
             retry_at = next_attempt_at(self.retry, attempt, now, self.jitter())
@@ -123,19 +167,39 @@ class Sender:
         error = f"{exc.code}: {exc}" if exc.code else str(exc)
         self.store.finish_send(
             message.message_id,
-            {"status": status.value, "attempts": attempt, "next_attempt_at": retry_at,
-             "last_error": error, "updated_at": now},
-            [self._audit(
-                "delivery_failed" if retry_at else "message_failed", message, now,
-                {"attempt": attempt, "error": error, "code": exc.code,
-                 "permanent": isinstance(exc, PermanentDelivery),
-                 "next_attempt_at": retry_at.isoformat() if retry_at else None},
-            )],
+            {
+                "status": status.value,
+                "attempts": attempt,
+                "next_attempt_at": retry_at,
+                "last_error": error,
+                "updated_at": now,
+            },
+            [
+                self._audit(
+                    "delivery_failed" if retry_at else "message_failed",
+                    message,
+                    now,
+                    {
+                        "attempt": attempt,
+                        "error": error,
+                        "code": exc.code,
+                        "permanent": isinstance(exc, PermanentDelivery),
+                        "next_attempt_at": retry_at.isoformat() if retry_at else None,
+                    },
+                )
+            ],
         )
         report.add(message.channel.value, "retry" if retry_at else "failed")
 
     @staticmethod
-    def _audit(event: str, message: ClaimedMessage, now: datetime,
-               detail: dict[str, object]) -> AuditEntry:
-        return AuditEntry(event=event, actor=ACTOR, at=now, account_id=message.account_id,
-                          message_id=message.message_id, detail=detail)
+    def _audit(
+        event: str, message: ClaimedMessage, now: datetime, detail: dict[str, object]
+    ) -> AuditEntry:
+        return AuditEntry(
+            event=event,
+            actor=ACTOR,
+            at=now,
+            account_id=message.account_id,
+            message_id=message.message_id,
+            detail=detail,
+        )

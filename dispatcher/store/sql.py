@@ -39,9 +39,9 @@ from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import StoreError
 from dispatcher.store.table import AccountBase, AccountRow, AuditRow, MessageRow
 
-ACCOUNT: Table = AccountRow.__table__  # type: ignore[assignment]
-MESSAGE: Table = MessageRow.__table__  # type: ignore[assignment]
-AUDIT: Table = AuditRow.__table__  # type: ignore[assignment]
+ACCOUNT: Table = AccountRow.__table__  # type: ignore[attr-defined]
+MESSAGE: Table = MessageRow.__table__  # type: ignore[attr-defined]
+AUDIT: Table = AuditRow.__table__  # type: ignore[attr-defined]
 
 _ACCOUNT_FIELDS = tuple(AccountBase.model_fields)
 _FLAG_COLUMNS = tuple(flag.value for flag in Flag)
@@ -105,9 +105,22 @@ class ClaimedMessage:
 
 
 _UPDATE_FIELDS = (
-    "status", "hold_reason", "rule_id", "hold_until", "dpd", "locale", "recipient",
-    "template_id", "template_version", "template_sha256", "subject", "body", "body_html",
-    "body_sha256", "scheduled_for", "updated_at",
+    "status",
+    "hold_reason",
+    "rule_id",
+    "hold_until",
+    "dpd",
+    "locale",
+    "recipient",
+    "template_id",
+    "template_version",
+    "template_sha256",
+    "subject",
+    "body",
+    "body_html",
+    "body_sha256",
+    "scheduled_for",
+    "updated_at",
 )
 
 
@@ -160,8 +173,9 @@ class SqlStore:
         assignments: dict[str, Any] = {name: new[name] for name in _ACCOUNT_FIELDS}
         del assignments["account_id"]
         assignments["updated_at"] = new.updated_at
-        assignments["cycle"] = case((and_(cured, reopened), ACCOUNT.c.cycle + 1),
-                                    else_=ACCOUNT.c.cycle)
+        assignments["cycle"] = case(
+            (and_(cured, reopened), ACCOUNT.c.cycle + 1), else_=ACCOUNT.c.cycle
+        )
         stmt = stmt.on_conflict_do_update(index_elements=["account_id"], set_=assignments)
         params = [{**row, "cycle": 1, "created_at": now, "updated_at": now} for row in rows]
         with self.engine.begin() as conn:
@@ -174,9 +188,11 @@ class SqlStore:
 
     def account(self, account_id: str) -> Account | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(ACCOUNT).where(ACCOUNT.c.account_id == account_id)
-            ).mappings().first()
+            row = (
+                conn.execute(select(ACCOUNT).where(ACCOUNT.c.account_id == account_id))
+                .mappings()
+                .first()
+            )
         return to_account(row) if row else None
 
     def accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
@@ -204,12 +220,16 @@ class SqlStore:
         after = ""
         while True:
             with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(ACCOUNT)
-                    .where(ACCOUNT.c.account_id > after, wanted)
-                    .order_by(ACCOUNT.c.account_id)
-                    .limit(batch_size)
-                ).mappings().all()
+                rows = (
+                    conn.execute(
+                        select(ACCOUNT)
+                        .where(ACCOUNT.c.account_id > after, wanted)
+                        .order_by(ACCOUNT.c.account_id)
+                        .limit(batch_size)
+                    )
+                    .mappings()
+                    .all()
+                )
             if not rows:
                 return
             after = rows[-1]["account_id"]
@@ -219,7 +239,9 @@ class SqlStore:
         with self.engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(ACCOUNT).where(
+                    select(func.count())
+                    .select_from(ACCOUNT)
+                    .where(
                         or_(
                             and_(
                                 ACCOUNT.c.status == AccountStatus.OPEN.value,
@@ -239,8 +261,13 @@ class SqlStore:
         """Every message recorded for these accounts, as the planner's pure core wants it."""
         found: dict[str, list[Existing]] = defaultdict(list)
         columns = (
-            MESSAGE.c.account_id, MESSAGE.c.cycle, MESSAGE.c.stage, MESSAGE.c.step,
-            MESSAGE.c.channel, MESSAGE.c.status, MESSAGE.c.hold_reason,
+            MESSAGE.c.account_id,
+            MESSAGE.c.cycle,
+            MESSAGE.c.stage,
+            MESSAGE.c.step,
+            MESSAGE.c.channel,
+            MESSAGE.c.status,
+            MESSAGE.c.hold_reason,
         )
         with self.engine.connect() as conn:
             for account_id, cycle, stage, step, channel, status, reason in conn.execute(
@@ -255,11 +282,13 @@ class SqlStore:
         with self.engine.begin() as conn:
             if write.inserts:
                 conn.execute(
-                    self._insert(MESSAGE).on_conflict_do_nothing(index_elements=["idempotency_key"]),
+                    self._insert(MESSAGE).on_conflict_do_nothing(
+                        index_elements=["idempotency_key"]
+                    ),
                     write.inserts,
                 )
             if write.updates:
-                values = {name: bindparam(f"v_{name}") for name in _UPDATE_FIELDS}
+                values: dict[str, Any] = {n: bindparam(f"v_{n}") for n in _UPDATE_FIELDS}
                 conn.execute(
                     update(MESSAGE)
                     .where(MESSAGE.c.message_id == bindparam("v_message_id"))
@@ -273,8 +302,11 @@ class SqlStore:
                         MESSAGE.c.message_id == bindparam("v_message_id"),
                         MESSAGE.c.status.in_(PENDING),
                     )
-                    .values(status=bindparam("v_status"), hold_reason=bindparam("v_hold_reason"),
-                            updated_at=bindparam("v_updated_at")),
+                    .values(
+                        status=bindparam("v_status"),
+                        hold_reason=bindparam("v_hold_reason"),
+                        updated_at=bindparam("v_updated_at"),
+                    ),
                     [{f"v_{k}": v for k, v in row.items()} for row in write.ends],
                 )
             self._audit(conn, write.audits)
@@ -288,30 +320,44 @@ class SqlStore:
             or_(MESSAGE.c.next_attempt_at.is_(None), MESSAGE.c.next_attempt_at <= now),
         )
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                select(MESSAGE).where(due).order_by(MESSAGE.c.scheduled_for, MESSAGE.c.message_id)
-                .limit(limit)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(MESSAGE)
+                    .where(due)
+                    .order_by(MESSAGE.c.scheduled_for, MESSAGE.c.message_id)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
             if not rows:
                 return []
             conn.execute(
                 update(MESSAGE)
-                .where(MESSAGE.c.message_id.in_([r["message_id"] for r in rows]),
-                       MESSAGE.c.status == MessageStatus.QUEUED.value)
+                .where(
+                    MESSAGE.c.message_id.in_([r["message_id"] for r in rows]),
+                    MESSAGE.c.status == MessageStatus.QUEUED.value,
+                )
                 .values(status=MessageStatus.SENDING.value, updated_at=now)
             )
         return [
             ClaimedMessage(
-                message_id=r["message_id"], account_id=r["account_id"],
-                channel=ChannelKind(r["channel"]), recipient=r["recipient"] or "",
-                subject=r["subject"], body=r["body"] or "", body_html=r["body_html"],
-                locale=r["locale"], attempts=r["attempts"],
+                message_id=r["message_id"],
+                account_id=r["account_id"],
+                channel=ChannelKind(r["channel"]),
+                recipient=r["recipient"] or "",
+                subject=r["subject"],
+                body=r["body"] or "",
+                body_html=r["body_html"],
+                locale=r["locale"],
+                attempts=r["attempts"],
             )
             for r in rows
         ]
 
-    def finish_send(self, message_id: str, values: Mapping[str, object],
-                    audit: Iterable[AuditEntry]) -> None:
+    def finish_send(
+        self, message_id: str, values: Mapping[str, object], audit: Iterable[AuditEntry]
+    ) -> None:
         """Record the outcome of one delivery attempt and its audit record together."""
         with self.engine.begin() as conn:
             conn.execute(update(MESSAGE).where(MESSAGE.c.message_id == message_id).values(**values))
@@ -320,16 +366,23 @@ class SqlStore:
     # -- reading --------------------------------------------------------------------------
     def messages_of(self, account_id: str) -> list[RowMapping]:
         with self.engine.connect() as conn:
-            return list(conn.execute(
-                select(MESSAGE).where(MESSAGE.c.account_id == account_id)
-                .order_by(MESSAGE.c.created_at, MESSAGE.c.cycle, MESSAGE.c.stage, MESSAGE.c.step)
-            ).mappings())
+            return list(
+                conn.execute(
+                    select(MESSAGE)
+                    .where(MESSAGE.c.account_id == account_id)
+                    .order_by(
+                        MESSAGE.c.created_at, MESSAGE.c.cycle, MESSAGE.c.stage, MESSAGE.c.step
+                    )
+                ).mappings()
+            )
 
     def audit_of(self, account_id: str) -> list[RowMapping]:
         with self.engine.connect() as conn:
-            return list(conn.execute(
-                select(AUDIT).where(AUDIT.c.account_id == account_id).order_by(AUDIT.c.id)
-            ).mappings())
+            return list(
+                conn.execute(
+                    select(AUDIT).where(AUDIT.c.account_id == account_id).order_by(AUDIT.c.id)
+                ).mappings()
+            )
 
     def iter_messages(self, since: datetime | None = None) -> Iterator[RowMapping]:
         """Every message (holds included), oldest first, streamed."""
@@ -366,13 +419,17 @@ class SqlStore:
             conn.execute(AUDIT.insert(), rows)
 
 
-def to_account(row: Mapping[str, Any]) -> Account:
+def to_account(row: RowMapping | Mapping[str, Any]) -> Account:
     """Map an account row to the core's Account."""
     address = None
     if row["address_line1"]:
         address = PostalAddress(
-            line1=row["address_line1"], line2=row["address_line2"], city=row["city"],
-            region=row["region"], postal_code=row["postal_code"], country=row["country"],
+            line1=row["address_line1"],
+            line2=row["address_line2"],
+            city=row["city"],
+            region=row["region"],
+            postal_code=row["postal_code"],
+            country=row["country"],
         )
     return Account(
         account_id=row["account_id"],

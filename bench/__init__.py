@@ -1,0 +1,1 @@
+"""Benchmarks: repeatable scripts that print min / median / max. Never part of the tests."""

@@ -1,0 +1,65 @@
+"""One measured step in a fresh process, so peak memory (ru_maxrss) is its own."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from dispatcher.bootstrap import bootstrap
+from dispatcher.service.importer import import_accounts
+from dispatcher.settings import load_settings
+
+NOW = datetime.fromisoformat("2026-06-10T15:00:00+00:00")
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    step, settings_path = sys.argv[1], Path(sys.argv[2])
+    app = bootstrap(load_settings(settings_path))
+    if step == "import":
+        app.store.create_schema()
+        start = time.perf_counter()
+        report = import_accounts(
+            app.store,
+            Path(sys.argv[3]),
+            now=NOW,
+            default_timezone="America/New_York",
+            default_region="US",
+        )
+        elapsed = time.perf_counter() - start
+        print(
+            json.dumps(
+                {
+                    "rows_per_s": report.rows / elapsed,
+                    "peak_mb": _peak_mb(),
+                    "rejected": report.rejected,
+                }
+            )
+        )
+    elif step == "plan":
+        planner = app.planner()
+        _ = app.templates  # loading templates is start-up, not planning
+        start = time.perf_counter()
+        report = planner.plan(NOW)
+        elapsed = time.perf_counter() - start
+        print(
+            json.dumps(
+                {
+                    "accounts": report.accounts,
+                    "peak_mb": _peak_mb(),
+                    "messages": report.total,
+                    "seconds": elapsed,
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

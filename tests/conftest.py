@@ -1,0 +1,74 @@
+"""Shared fixtures: a real SQLite file per test, wired through the real bootstrap."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pytest
+
+from dispatcher.bootstrap import App, bootstrap
+from dispatcher.channel.memory import MemoryChannel
+from dispatcher.domain.strategy import ChannelKind
+from dispatcher.settings import Settings, SinkSettings
+from tests.factory import ROOT
+
+CSV_COLUMNS = (
+    "account_id",
+    "full_name",
+    "balance",
+    "currency",
+    "due_date",
+    "phone",
+    "email",
+    "address_line1",
+    "address_line2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+    "timezone",
+    "locale",
+    "jurisdiction",
+    "status",
+    "dispute",
+    "bankruptcy",
+    "cease_and_desist",
+    "deceased",
+    "do_not_contact",
+    "opt_out_sms",
+    "opt_out_email",
+    "promise_to_pay_until",
+    "assigned_to",
+)
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(dict(row))
+    return path
+
+
+def settings_for(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'dispatcher.db'}",
+        templates_dir=ROOT / "templates",
+        strategy_file=ROOT / "config" / "strategy.toml",
+        sinks=SinkSettings(directory=tmp_path / "sink"),
+    )
+
+
+@pytest.fixture
+def channels() -> dict[ChannelKind, MemoryChannel]:
+    return {kind: MemoryChannel() for kind in ChannelKind}
+
+
+@pytest.fixture
+def app(tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]) -> App:
+    wired = bootstrap(settings_for(tmp_path), channels=channels)
+    wired.store.create_schema()
+    return wired

@@ -1,0 +1,211 @@
+"""The real command line, run as a user would: a subprocess in a fresh directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_csv
+from tests.factory import ROOT
+from tests.integration.test_pipeline import row
+
+NOW = datetime(2026, 6, 10, 15, 0, tzinfo=UTC)
+
+
+def settings_file(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\n'
+        f'templates_dir = "{ROOT / "templates"}"\n'
+        f'strategy_file = "{ROOT / "config" / "strategy.toml"}"\n'
+        f"{extra}\n"
+        f'[sinks]\ndirectory = "{tmp_path / "sink"}"\n'
+    )
+    return path
+
+
+def run(tmp_path: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DISPATCHER_CONFIG": str(config or settings_file(tmp_path)),
+        "COLUMNS": "200",
+    }
+    env.pop("DISPATCHER_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "dispatcher", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def days_ago(n: int) -> str:
+    return (NOW - timedelta(days=n)).date().isoformat()
+
+
+@pytest.fixture
+def initialised(tmp_path: Path) -> Path:
+    result = run(tmp_path, "init")
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("[send]\nmax_attempts = 0", "send.max_attempts"),
+        ("[plan]\nbatch_size = 'many'", "plan.batch_size"),
+        ("no_such_key = 1", "no_such_key"),
+        ("database_url = ", "not valid TOML"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line_naming_file_and_key(
+    tmp_path: Path, extra: str, expected: str
+) -> None:
+    result = run(tmp_path, "init", config=settings_file(tmp_path, extra))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "settings.toml" in lines[0] and expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_strategy_exits_2_naming_the_key(tmp_path: Path) -> None:
+    strategy = tmp_path / "strategy.toml"
+    strategy.write_text(
+        '[[stages]]\nid = "early"\ndpd_from = 1\n'
+        'steps = [{ id = "day1", day = 1, channel = "fax", template = "x" }]\n'
+    )
+    config = settings_file(tmp_path)
+    config.write_text(
+        config.read_text().replace(str(ROOT / "config" / "strategy.toml"), str(strategy))
+    )
+    result = run(tmp_path, "init", config=config)
+    assert result.returncode == 2
+    assert "strategy.toml: stages.0.steps.0.channel" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_settings_file_exits_2(tmp_path: Path) -> None:
+    result = run(tmp_path, "init", config=tmp_path / "nope.toml")
+    assert result.returncode == 2 and "nope.toml: file not found" in result.stderr
+
+
+def test_commands_refuse_an_uninitialised_database(tmp_path: Path) -> None:
+    result = run(tmp_path, "plan", "--now", NOW.isoformat())
+    assert result.returncode == 2 and "dispatcher init" in result.stderr
+
+
+def test_now_without_offset_is_refused(initialised: Path) -> None:
+    result = run(initialised, "plan", "--now", "2026-06-10T09:00")
+    assert result.returncode == 2 and "no UTC offset" in result.stderr
+
+
+def test_import_reports_rejects_and_keeps_good_rows(initialised: Path) -> None:
+    csv_path = write_csv(
+        initialised / "accounts.csv",
+        [
+            row("A-1", days_ago(1)),
+            row("A-2", "2026-02-30"),
+            row("A-3", days_ago(2), currency="XXY"),
+            row("A-4", days_ago(3)),
+        ],
+    )
+    result = run(initialised, "import", "accounts", str(csv_path))
+    assert result.returncode == 1
+    assert "4 rows, 2 new, 0 updated, 2 rejected" in result.stdout
+    assert "line 3" in result.stderr and "due_date" in result.stderr
+    assert "line 4" in result.stderr and "currency" in result.stderr
+    rejects = (initialised / "accounts.rejects.csv").read_text()
+    assert "A-2" in rejects and "A-3" in rejects and "A-1" not in rejects
+    # A clean file exits 0.
+    clean = write_csv(initialised / "clean.csv", [row("A-1", days_ago(1))])
+    assert run(initialised, "import", "accounts", str(clean)).returncode == 0
+
+
+def test_run_once_history_and_export(initialised: Path) -> None:
+    csv_path = write_csv(
+        initialised / "accounts.csv",
+        [
+            row("A-1", days_ago(1)),
+            row("A-2", days_ago(45)),
+            row("A-3", days_ago(3), dispute="1"),
+        ],
+    )
+    assert run(initialised, "import", "accounts", str(csv_path)).returncode == 0
+    result = run(initialised, "run-once", "--now", NOW.isoformat(), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {(d["stage"], d["channel"], d["outcome"]) for d in summary["plan"]["decisions"]} >= {
+        ("early", "sms", "queued"),
+        ("early", "sms", "held:dispute"),
+        ("mid", "email", "queued"),
+    }
+    assert sum(o["count"] for o in summary["send"]["outcomes"] if o["outcome"] == "sent") == 4
+    # Files were written by the local sinks.
+    assert len(list((initialised / "sink" / "sms").glob("*.txt"))) == 2
+    assert len(list((initialised / "sink" / "email").glob("*.eml"))) == 1
+
+    history = json.loads(run(initialised, "history", "A-3", "--json").stdout)
+    assert [(m["status"], m["hold_reason"]) for m in history["messages"]] == [("held", "dispute")]
+    assert history["audit"][0]["event"] == "message_held"
+    assert history["audit"][0]["detail"]["rule_id"] == "hold.dispute"
+
+    exported = run(initialised, "export", "messages", "--format", "jsonl")
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(records) == 5
+    assert set(records[0]) == {
+        "message_id",
+        "account_id",
+        "stage",
+        "step",
+        "channel",
+        "recipient",
+        "template_id",
+        "template_version",
+        "scheduled_for",
+        "sent_at",
+        "status",
+        "provider_message_id",
+        "body_sha256",
+        "hold_reason",
+    }
+    sent = [r for r in records if r["status"] == "sent"]
+    assert all(r["sent_at"] and r["provider_message_id"] and r["body_sha256"] for r in sent)
+    held = [r for r in records if r["status"] == "held"]
+    assert [r["hold_reason"] for r in held] == ["dispute"]
+
+    csv_out = run(initialised, "export", "messages", "--format", "csv")
+    assert csv_out.stdout.splitlines()[0].startswith("message_id,account_id,stage")
+    assert len(csv_out.stdout.splitlines()) == 6
+
+    again = json.loads(run(initialised, "run-once", "--now", NOW.isoformat(), "--json").stdout)
+    assert again["send"]["outcomes"] == []
+    assert all(d["outcome"] != "queued" for d in again["plan"]["decisions"])
+
+
+def test_history_of_unknown_account(initialised: Path) -> None:
+    result = run(initialised, "history", "NOPE")
+    assert result.returncode == 2 and "no account 'NOPE'" in result.stderr
+
+
+def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
+    result = run(tmp_path, "demo", "--accounts", "120", "--now", NOW.isoformat())
+    assert result.returncode == 0, result.stderr
+    for heading in ("1. import", "2. plan", "3. send", "4. what one customer received"):
+        assert heading in result.stdout
+    assert "2 rejected" in result.stdout
+    assert list((tmp_path / "sink" / "sms").glob("*.txt"))
+    assert list((tmp_path / "sink" / "letter").glob("*.pdf"))
+    # A second run is idempotent: nothing new is sent.
+    second = run(tmp_path, "demo", "--accounts", "120", "--now", NOW.isoformat())
+    assert second.returncode == 0 and "nothing new was due" in second.stdout

@@ -1,0 +1,284 @@
+"""The whole path on a real SQLite file: import → plan → send → audit, replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from dispatcher.bootstrap import App
+from dispatcher.channel.memory import MemoryChannel
+from dispatcher.domain.strategy import ChannelKind
+from dispatcher.error import PermanentDelivery, TransientDelivery
+from dispatcher.service.importer import import_accounts
+from dispatcher.store.sql import AUDIT, MESSAGE
+from tests.conftest import write_csv
+
+NOW = datetime(2026, 6, 10, 15, 0, tzinfo=UTC)  # 11:00 in New York
+
+
+def row(account_id: str, due: date, **extra: str) -> dict[str, str]:
+    base = {
+        "account_id": account_id,
+        "full_name": "Jane Doe",
+        "balance": "420.50",
+        "currency": "USD",
+        "due_date": due.isoformat(),
+        "phone": "+16175550123",
+        "email": "jane@example.com",
+        "address_line1": "1 Elm St",
+        "city": "Boston",
+        "region": "MA",
+        "postal_code": "02110",
+        "country": "US",
+        "timezone": "America/New_York",
+        "locale": "en-US",
+    }
+    base.update(extra)
+    return base
+
+
+def load(
+    app: App, tmp_path: Path, rows: list[dict[str, str]], name: str = "a.csv", now: datetime = NOW
+) -> None:
+    report = import_accounts(
+        app.store,
+        write_csv(tmp_path / name, rows),
+        now=now,
+        default_timezone="America/New_York",
+        default_region="US",
+    )
+    assert report.rejected == 0, report.first_rejects
+
+
+def messages(app: App, **where: object) -> list[dict[str, object]]:
+    query = select(MESSAGE).order_by(MESSAGE.c.stage, MESSAGE.c.step, MESSAGE.c.channel)
+    for column, value in where.items():
+        query = query.where(MESSAGE.c[column] == value)
+    with app.store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def audit_events(app: App) -> list[tuple[str, str | None]]:
+    with app.store.engine.connect() as conn:
+        return [(r.event, r.message_id) for r in conn.execute(select(AUDIT).order_by(AUDIT.c.id))]
+
+
+def days_ago(n: int) -> date:
+    return (NOW - timedelta(days=n)).date()
+
+
+def test_plan_queues_due_steps_renders_them_and_audits_each(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1)), row("A-2", days_ago(40))])
+    report = app.planner().plan(NOW)
+    assert report.counts[("early", "sms", "queued")] == 1
+    assert report.counts[("mid", "sms", "queued")] == 1
+    assert report.counts[("mid", "email", "queued")] == 1
+    queued = messages(app, status="queued")
+    assert {(m["account_id"], m["stage"], m["step"], m["channel"]) for m in queued} == {
+        ("A-1", "early", "day1", "sms"),
+        ("A-2", "mid", "day1", "sms"),
+        ("A-2", "mid", "day1", "email"),
+    }
+    for m in queued:
+        assert m["body"] and "Acme Consumer Finance" in str(m["body"])
+        assert m["template_id"] and m["template_version"] and m["template_sha256"]
+        assert len(str(m["body_sha256"])) == 64
+    events = audit_events(app)
+    assert sorted(mid for e, mid in events if e == "message_queued") == sorted(
+        m["message_id"] for m in queued
+    )
+
+
+def test_replanning_and_rerunning_queue_and_send_nothing_twice(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    load(app, tmp_path, [row(f"A-{i}", days_ago(i * 7)) for i in range(30)])
+    for _ in range(3):
+        app.planner().plan(NOW)
+        asyncio.run(app.sender().send(NOW))
+    first = messages(app)
+    audit_after_first = len(audit_events(app))
+    for _ in range(3):
+        assert app.planner().plan(NOW).counts.get(("early", "sms", "queued"), 0) == 0
+        assert asyncio.run(app.sender().send(NOW)).total == 0
+    assert messages(app) == first
+    assert len(audit_events(app)) == audit_after_first
+    delivered = [m.message_id for ch in channels.values() for m in ch.delivered]
+    assert len(delivered) == len(set(delivered)) > 0
+    assert len({m["idempotency_key"] for m in first}) == len(first)
+
+
+def test_catch_up_after_skipped_days_sends_the_missed_step(app: App, tmp_path: Path) -> None:
+    # Day 1 of `early` was two days ago; the planner was down since.
+    load(app, tmp_path, [row("A-1", days_ago(3))])
+    app.planner().plan(NOW)
+    assert [(m["stage"], m["step"], m["status"]) for m in messages(app)] == [
+        ("early", "day1", "queued")
+    ]
+
+
+def test_a_stage_left_is_not_replayed(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(35))])
+    app.planner().plan(NOW)
+    assert {m["stage"] for m in messages(app)} == {"mid"}
+
+
+def test_holds_are_recorded_then_released_when_lifted(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1), dispute="true")])
+    app.planner().plan(NOW)
+    [held] = messages(app)
+    assert (held["status"], held["hold_reason"], held["rule_id"]) == (
+        "held",
+        "dispute",
+        "hold.dispute",
+    )
+    assert held["body"] is None
+    # The dispute is resolved: the next plan releases and renders the message.
+    load(app, tmp_path, [row("A-1", days_ago(1))], name="b.csv")
+    app.planner().plan(NOW + timedelta(hours=1))
+    [released] = messages(app)
+    assert released["status"] == "queued" and released["body"]
+    events = [e for e, mid in audit_events(app) if mid == held["message_id"]]
+    assert events == ["message_held", "hold_released", "message_queued"]
+
+
+def test_new_cycle_after_cure(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    app.planner().plan(NOW)
+    asyncio.run(app.sender().send(NOW))
+    assert len(channels[ChannelKind.SMS].delivered) == 1
+    # Paid to zero: nothing more is planned.
+    later = NOW + timedelta(days=10)
+    load(app, tmp_path, [row("A-1", days_ago(1), balance="0", status="paid")], "paid.csv", later)
+    app.planner().plan(later)
+    assert [m["cycle"] for m in messages(app)] == [1]
+    # Overdue again on a new due date: cycle 2 starts the ladder over.
+    again = NOW + timedelta(days=40)
+    load(app, tmp_path, [row("A-1", (again - timedelta(days=1)).date())], "again.csv", again)
+    assert app.store.account("A-1").cycle == 2  # type: ignore[union-attr]
+    app.planner().plan(again)
+    asyncio.run(app.sender().send(again))
+    assert [(m["cycle"], m["stage"], m["step"]) for m in messages(app)] == [
+        (1, "early", "day1"),
+        (2, "early", "day1"),
+    ]
+    assert len(channels[ChannelKind.SMS].delivered) == 2
+    # Importing the same open account again does not start a third cycle.
+    load(app, tmp_path, [row("A-1", (again - timedelta(days=1)).date())], "same.csv", again)
+    assert app.store.account("A-1").cycle == 2  # type: ignore[union-attr]
+
+
+def test_paying_ends_pending_messages(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    app.planner().plan(NOW)
+    load(app, tmp_path, [row("A-1", days_ago(1), status="paid")], "paid.csv")
+    app.planner().plan(NOW)
+    assert [(m["status"], m["hold_reason"]) for m in messages(app)] == [
+        ("expired", "account_not_collectible")
+    ]
+    assert asyncio.run(app.sender().send(NOW)).total == 0
+
+
+def test_send_rechecks_holds_at_the_last_moment(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    app.planner().plan(NOW)
+    load(app, tmp_path, [row("A-1", days_ago(1), cease_and_desist="true")], "cd.csv")
+    report = asyncio.run(app.sender().send(NOW))
+    assert report.counts[("sms", "held:cease_and_desist")] == 1
+    assert channels[ChannelKind.SMS].delivered == []
+    [m] = messages(app)
+    assert (m["status"], m["hold_reason"]) == ("held", "cease_and_desist")
+
+
+def test_transient_failures_retry_with_backoff_then_fail_visibly(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    max_attempts = app.settings.send.max_attempts
+    channels[ChannelKind.SMS].fail_next(
+        *[TransientDelivery("timeout", code="20429") for _ in range(max_attempts)]
+    )
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    app.planner().plan(NOW)
+    at = NOW
+    for attempt in range(1, max_attempts + 1):
+        assert asyncio.run(app.sender().send(at)).total == 1
+        [m] = messages(app)
+        assert m["attempts"] == attempt
+        if attempt < max_attempts:
+            assert m["status"] == "queued"
+            assert m["next_attempt_at"] > at  # type: ignore[operator]
+            # Not due again before its next attempt time.
+            assert asyncio.run(app.sender().send(at)).total == 0
+            at = m["next_attempt_at"]  # type: ignore[assignment]
+    [m] = messages(app)
+    assert m["status"] == "failed" and "20429" in str(m["last_error"])
+    events = [e for e, _ in audit_events(app)]
+    assert events.count("delivery_failed") == max_attempts - 1
+    assert events.count("message_failed") == 1
+
+
+def test_permanent_failure_is_not_retried(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    channels[ChannelKind.SMS].fail_next(PermanentDelivery("not a mobile", code="21614"))
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    app.planner().plan(NOW)
+    asyncio.run(app.sender().send(NOW))
+    [m] = messages(app)
+    assert (m["status"], m["attempts"]) == ("failed", 1)
+    assert len(channels[ChannelKind.SMS].attempts) == 1
+
+
+def test_dry_run_writes_nothing(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    before = len(audit_events(app))
+    report = app.planner().plan(NOW, dry_run=True)
+    assert report.counts[("early", "sms", "queued")] == 1
+    assert messages(app) == [] and len(audit_events(app)) == before
+
+
+def test_zh_cn_account_gets_chinese_template(app: App, tmp_path: Path) -> None:
+    load(
+        app,
+        tmp_path,
+        [
+            row(
+                "C-1",
+                days_ago(1),
+                phone="+8613812345678",
+                country="CN",
+                region="",
+                timezone="Asia/Shanghai",
+                locale="zh-CN",
+                currency="CNY",
+                postal_code="200000",
+                city="上海",
+            )
+        ],
+    )
+    app.planner().plan(NOW)
+    [m] = messages(app)
+    assert m["locale"] == "zh-CN"
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in str(m["body"]))
+
+
+def test_audit_detail_is_json_with_hashes(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    app.planner().plan(NOW)
+    with app.store.engine.connect() as conn:
+        detail = conn.execute(
+            select(AUDIT.c.detail).where(AUDIT.c.event == "message_queued")
+        ).scalar_one()
+        assert conn.execute(select(func.count()).select_from(AUDIT)).scalar_one() >= 2
+    parsed = json.loads(detail)
+    [m] = messages(app)
+    assert parsed["body_sha256"] == m["body_sha256"]
+    assert parsed["template_sha256"] == m["template_sha256"]
