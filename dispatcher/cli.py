@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -99,11 +99,15 @@ def _progress(label: str, total: int | None) -> Iterator[Progress | None]:
         yield progress
 
 
-def _advance(progress: Progress | None) -> object:
+def _advance(progress: Progress | None) -> Callable[[int], None] | None:
     if progress is None:
         return None
     task = progress.task_ids[0]
-    return lambda n: progress.advance(task, n)
+
+    def advance(n: int) -> None:
+        progress.advance(task, n)
+
+    return advance
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -131,7 +135,7 @@ def plan(
     wired, at = _app(), _now(now)
     planner = wired.planner()
     with _progress("planning", planner.count(at)) as progress:
-        report = planner.plan(at, dry_run=dry_run, on_progress=_advance(progress))  # type: ignore[arg-type]
+        report = planner.plan(at, dry_run=dry_run, on_progress=_advance(progress))
     _show_plan(report, as_json)
 
 
@@ -149,7 +153,7 @@ def run_once(now: NowOption = None, as_json: JsonOption = False) -> None:
     wired, at = _app(), _now(now)
     planner = wired.planner()
     with _progress("planning", planner.count(at)) as progress:
-        planned = planner.plan(at, on_progress=_advance(progress))  # type: ignore[arg-type]
+        planned = planner.plan(at, on_progress=_advance(progress))
     sent = asyncio.run(wired.sender().send(at))
     if as_json:
         out.print_json(json.dumps({"plan": _plan_dict(planned), "send": _send_dict(sent)}))
@@ -173,7 +177,7 @@ def import_accounts_command(
             now=at,
             default_timezone=wired.settings.default_timezone,
             default_region=wired.settings.default_region,
-            on_progress=_advance(progress),  # type: ignore[arg-type]
+            on_progress=_advance(progress),
         )
     if as_json:
         out.print_json(
@@ -212,11 +216,10 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
     audit = wired.store.audit_of(account_id)
     if as_json:
 
-        def plain(row: object) -> dict[str, object]:
+        def plain(row: Mapping[Any, Any]) -> dict[str, object]:
             return {
-                k: (v.isoformat() if isinstance(v, datetime | date) else v)
-                for k, v in dict(row).items()
-            }  # type: ignore[call-overload]
+                k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()
+            }
 
         out.print_json(
             json.dumps(

@@ -32,7 +32,6 @@ class CreditorSettings(_Section):
     email: str = "collections@acme-finance.example"
     website: str = "https://acme-finance.example"
     address_lines: tuple[str, ...] = (
-        "Acme Consumer Finance",
         "100 Main Street",
         "Boston, MA 02110",
     )

@@ -27,7 +27,7 @@ EXPORT_FIELDS = (
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def export_record(row: Mapping[str, Any]) -> dict[str, object]:
+def export_record(row: Mapping[Any, Any]) -> dict[str, object]:
     """One message as exported: the contract's fields, times in ISO 8601 UTC."""
     record: dict[str, object] = {}
     for name in EXPORT_FIELDS:
@@ -43,7 +43,7 @@ def _csv_safe(value: object) -> str:
 
 
 def write_messages(
-    rows: Iterable[Mapping[str, Any]], out: IO[str], fmt: Literal["jsonl", "csv"]
+    rows: Iterable[Mapping[Any, Any]], out: IO[str], fmt: Literal["jsonl", "csv"]
 ) -> int:
     """Stream ``rows`` to ``out``; returns how many were written."""
     count = 0

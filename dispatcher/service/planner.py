@@ -9,7 +9,7 @@ idempotency key is unique and the core only decides what has no record yet.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -332,7 +332,7 @@ class _Audit:
     message_id: str
     now: datetime
 
-    def __call__(self, event: str, detail: dict[str, object]) -> None:
+    def __call__(self, event: str, detail: Mapping[str, object]) -> None:
         self.write.audits.append(
             AuditEntry(
                 event=event,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -186,7 +188,10 @@ def test_run_once_history_and_export(initialised: Path) -> None:
 
     csv_out = run(initialised, "export", "messages", "--format", "csv")
     assert csv_out.stdout.splitlines()[0].startswith("message_id,account_id,stage")
-    assert len(csv_out.stdout.splitlines()) == 6
+    parsed = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+    assert len(parsed) == 5
+    letter = next(r for r in parsed if r["channel"] == "letter")
+    assert "Jane Doe" in letter["recipient"] and "Boston" in letter["recipient"]
 
     again = json.loads(run(initialised, "run-once", "--now", NOW.isoformat(), "--json").stdout)
     assert again["send"]["outcomes"] == []

@@ -20,13 +20,13 @@ from tests.conftest import write_csv
 NOW = datetime(2026, 6, 10, 15, 0, tzinfo=UTC)  # 11:00 in New York
 
 
-def row(account_id: str, due: date, **extra: str) -> dict[str, str]:
+def row(account_id: str, due: date | str, **extra: str) -> dict[str, str]:
     base = {
         "account_id": account_id,
         "full_name": "Jane Doe",
         "balance": "420.50",
         "currency": "USD",
-        "due_date": due.isoformat(),
+        "due_date": due if isinstance(due, str) else due.isoformat(),
         "phone": "+16175550123",
         "email": "jane@example.com",
         "address_line1": "1 Elm St",

@@ -1,0 +1,159 @@
+"""Letters end to end: shipped templates and hostile names through Typst to a real PDF."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import typst
+from pypdf import PdfReader
+
+from dispatcher.domain.strategy import ChannelKind
+from dispatcher.error import TemplateError
+from dispatcher.template import TemplateSet, compile_pdf
+from dispatcher.template.letter import default_font_paths
+from dispatcher.template.sample import sample_context
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = ROOT / "templates"
+LETTERS = [("mid_day15", 45), ("late_day1", 91), ("pre_legal_day1", 181)]
+
+
+@pytest.fixture(scope="module")
+def templates() -> TemplateSet:
+    return TemplateSet.load(TEMPLATES)
+
+
+def families() -> set[str]:
+    fonts = typst.Fonts(
+        include_system_fonts=False, font_paths=[str(p) for p in default_font_paths()]
+    )
+    return set(fonts.families())
+
+
+def pages_text(pdf: bytes) -> list[str]:
+    return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
+
+
+def flat(text: str) -> str:
+    """PDF text extraction breaks lines where the layout did; compare without them."""
+    return re.sub(r"\s+", " ", text)
+
+
+def letter(templates: TemplateSet, name: str, locale: str, **changes: object) -> str:
+    dpd = dict(LETTERS).get(name, 45)
+    context = sample_context(locale, dpd=dpd, stage_id="mid")
+    context.update(changes)
+    return templates.render(ChannelKind.LETTER, name, locale, context).body
+
+
+@pytest.mark.parametrize(("name", "dpd"), LETTERS)
+def test_english_letters_compile_with_name_and_amount(
+    templates: TemplateSet, name: str, dpd: int
+) -> None:
+    pdf = compile_pdf(letter(templates, name, "en-US"))
+    assert pdf.startswith(b"%PDF")
+    text = flat(" ".join(pages_text(pdf)))
+    assert "Margaret Thompson-Whitfield" in text
+    assert "$12,345.67" in text
+    assert "Northwind Lending" in text
+    assert "This is a communication from a debt collector." in text
+    assert f"{dpd}" in text
+    assert "Page 1 of 1" in text
+
+
+@pytest.mark.parametrize(("name", "dpd"), LETTERS)
+def test_chinese_letters_compile_with_chinese_text(
+    templates: TemplateSet, name: str, dpd: int
+) -> None:
+    if "Noto Serif CJK SC" not in families():
+        pytest.fail("zh-CN letters need fonts-noto-cjk (apt-get install fonts-noto-cjk)")
+    pdf = compile_pdf(letter(templates, name, "zh-CN"))
+    assert pdf.startswith(b"%PDF")
+    text = flat(" ".join(pages_text(pdf)))
+    assert "欧阳明华" in text
+    assert "¥12,345.67" in text
+    assert "本函由债务催收方发出" in text
+    assert "尊敬的" in text
+    assert "第 1 页，共 1 页" in text
+
+
+HOSTILE_NAMES = [
+    '#read("/etc/passwd")',
+    "*bold* _em_",
+    "]",
+    "<script>alert(1)</script>",
+    "{{ 7*7 }}",
+    "$x^2$",
+    "@label <lbl>",
+    "back\\slash",
+    "quote \" and '",
+    "= Heading",
+    "// comment /* open",
+    "1. Item -- dash...",
+    "שלום",
+    "欧阳明华",
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_NAMES)
+def test_hostile_name_prints_literally_in_the_pdf(templates: TemplateSet, hostile: str) -> None:
+    source = letter(templates, "mid_day15", "en-US", customer_name=hostile)
+    text = flat(" ".join(pages_text(compile_pdf(source))))
+    assert f"Dear {hostile}," in text
+    assert "root:" not in text  # /etc/passwd was never read
+    assert "49" not in text
+
+
+def test_emoji_and_right_to_left_text_print(templates: TemplateSet) -> None:
+    if "DejaVu Sans" not in families():
+        pytest.skip("needs a font with emoji and Arabic glyphs (fonts-dejavu-core)")
+    source = letter(templates, "mid_day15", "en-US", customer_name="Jane 😀 مرحبا")
+    text = flat(" ".join(pages_text(compile_pdf(source))))
+    assert "Jane 😀" in text
+    assert "مرحبا" in text
+
+
+def test_a_long_letter_flows_onto_numbered_pages(templates: TemplateSet, tmp_path: Path) -> None:
+    shipped = (TEMPLATES / "letters" / "mid_day15.en-US.typ.j2").read_text(encoding="utf-8")
+    long_body = (
+        "{% for n in range(60) %}\nParagraph {{ n }}: {{ customer_name }} owes "
+        "{{ balance|money }}.\n\n{% endfor %}\nSincerely,"
+    )
+    (tmp_path / "letters").mkdir()
+    (tmp_path / "letters" / "mid_day15.en-US.typ.j2").write_text(
+        shipped.replace("Sincerely,", long_body, 1), encoding="utf-8"
+    )
+    source = TemplateSet.load(tmp_path).render(
+        ChannelKind.LETTER, "mid_day15", "en-US", sample_context("en-US", dpd=45)
+    )
+    pages = pages_text(compile_pdf(source.body))
+    assert len(pages) >= 2
+    for number, text in enumerate(pages, start=1):
+        assert f"Page {number} of {len(pages)}" in text
+    assert "Paragraph 59" in flat(" ".join(pages))
+
+
+def test_pdf_is_reproducible_with_a_timestamp(templates: TemplateSet) -> None:
+    source = letter(templates, "mid_day15", "en-US")
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert compile_pdf(source, timestamp=at) == compile_pdf(source, timestamp=at)
+
+
+def test_typst_errors_become_template_errors_without_the_source() -> None:
+    with pytest.raises(TemplateError, match=r"line 2, column \d+: .*unclosed delimiter") as info:
+        compile_pdf("Secret Customer Name\n#let x = (\n")
+    assert "Secret Customer Name" not in str(info.value)
+
+
+def test_letters_cannot_read_files() -> None:
+    with pytest.raises(TemplateError, match=r"not found|failed to load"):
+        compile_pdf('#read("/etc/passwd")')
+
+
+def test_package_imports_are_refused_before_any_download() -> None:
+    with pytest.raises(TemplateError, match="compile offline"):
+        compile_pdf('#import "@preview/cetz:0.3.0": canvas\nHi')
