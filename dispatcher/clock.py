@@ -49,7 +49,5 @@ def parse_instant(text: str) -> datetime:
     except ValueError as exc:
         raise InputError(f"--now {text!r} is not an ISO 8601 time: {exc}") from None
     if value.tzinfo is None or value.utcoffset() is None:
-        raise InputError(
-            f"--now {text!r} has no UTC offset; write e.g. {text}Z or {text}+08:00"
-        )
+        raise InputError(f"--now {text!r} has no UTC offset; write e.g. {text}Z or {text}+08:00")
     return value

@@ -23,18 +23,33 @@ from dispatcher.domain.strategy import ChannelKind
 from tests.factory import account, strategy
 
 SMS, EMAIL = ChannelKind.SMS, ChannelKind.EMAIL
-LADDER = strategy([
-    {"id": "pre_due", "dpd_from": -5, "dpd_to": -1,
-     "steps": [{"id": "day3", "day": 3, "channel": "sms", "template": "pre"}]},
-    {"id": "early", "dpd_from": 1, "dpd_to": 30, "steps": [
-        {"id": "day1", "day": 1, "channel": "sms", "template": "e1"},
-        {"id": "day1", "day": 1, "channel": "email", "template": "e1"},
-        {"id": "day7", "day": 7, "channel": "sms", "template": "e7"},
-    ]},
-    {"id": "mid", "dpd_from": 31, "steps": [
-        {"id": "day1", "day": 1, "channel": "sms", "template": "m1"},
-    ]},
-])
+LADDER = strategy(
+    [
+        {
+            "id": "pre_due",
+            "dpd_from": -5,
+            "dpd_to": -1,
+            "steps": [{"id": "day3", "day": 3, "channel": "sms", "template": "pre"}],
+        },
+        {
+            "id": "early",
+            "dpd_from": 1,
+            "dpd_to": 30,
+            "steps": [
+                {"id": "day1", "day": 1, "channel": "sms", "template": "e1"},
+                {"id": "day1", "day": 1, "channel": "email", "template": "e1"},
+                {"id": "day7", "day": 7, "channel": "sms", "template": "e7"},
+            ],
+        },
+        {
+            "id": "mid",
+            "dpd_from": 31,
+            "steps": [
+                {"id": "day1", "day": 1, "channel": "sms", "template": "m1"},
+            ],
+        },
+    ]
+)
 DUE = date(2026, 3, 1)
 
 
@@ -66,8 +81,10 @@ def plan(dpd: int, existing: list[Existing] = (), **changes: Any) -> set[tuple[A
 
 
 def test_first_day_of_stage_queues_its_day1_steps() -> None:
-    assert plan(1) == {("queue", "early", "day1", "sms", False),
-                       ("queue", "early", "day1", "email", False)}
+    assert plan(1) == {
+        ("queue", "early", "day1", "sms", False),
+        ("queue", "early", "day1", "email", False),
+    }
 
 
 @pytest.mark.parametrize("dpd", [-6, 0])
@@ -82,13 +99,17 @@ def test_pre_due_step_on_its_day() -> None:
 
 def test_catch_up_after_an_outage_of_two_days() -> None:
     # The planner did not run on DPD 1 and 2; on DPD 3 the day-1 steps are still owed.
-    assert plan(3) == {("queue", "early", "day1", "sms", False),
-                       ("queue", "early", "day1", "email", False)}
+    assert plan(3) == {
+        ("queue", "early", "day1", "sms", False),
+        ("queue", "early", "day1", "email", False),
+    }
 
 
 def test_step_done_is_not_planned_again() -> None:
-    done = [Existing(key("early", "day1"), MessageStatus.SENT),
-            Existing(key("early", "day1", EMAIL), MessageStatus.QUEUED)]
+    done = [
+        Existing(key("early", "day1"), MessageStatus.SENT),
+        Existing(key("early", "day1", EMAIL), MessageStatus.QUEUED),
+    ]
     assert plan(3, done) == set()
 
 
@@ -111,8 +132,9 @@ def test_a_stage_left_is_not_replayed_and_its_pending_messages_expire() -> None:
 @pytest.mark.parametrize("status", [AccountStatus.PAID, AccountStatus.CLOSED])
 def test_cured_account_ends_pending_messages_and_gets_no_new_ones(status: AccountStatus) -> None:
     pending = [Existing(key("early", "day1"), MessageStatus.QUEUED)]
-    assert plan(8, pending, status=status) == {("end", "early", "day1", "sms",
-                                                  "account_not_collectible")}
+    assert plan(8, pending, status=status) == {
+        ("end", "early", "day1", "sms", "account_not_collectible")
+    }
 
 
 def test_zero_balance_counts_as_cured() -> None:
@@ -122,15 +144,20 @@ def test_zero_balance_counts_as_cured() -> None:
 
 
 def test_new_cycle_gets_its_own_ladder_and_ends_the_old_one() -> None:
-    old = [Existing(key("early", "day1"), MessageStatus.SENT),
-           Existing(key("early", "day1", EMAIL), MessageStatus.HELD, "no_email")]
+    old = [
+        Existing(key("early", "day1"), MessageStatus.SENT),
+        Existing(key("early", "day1", EMAIL), MessageStatus.HELD, "no_email"),
+    ]
     assert plan(1, old, cycle=2) == {
         ("end", "early", "day1", "email", "cycle_ended"),
         ("queue", "early", "day1", "sms", False),
         ("queue", "early", "day1", "email", False),
     }
-    keys = {d.key for d in plan_account(account(due_date=DUE, cycle=2), at_dpd(1), LADDER, old)
-            if isinstance(d, Queue)}
+    keys = {
+        d.key
+        for d in plan_account(account(due_date=DUE, cycle=2), at_dpd(1), LADDER, old)
+        if isinstance(d, Queue)
+    }
     assert {k.cycle for k in keys} == {2}
 
 
@@ -139,35 +166,45 @@ def test_hold_is_recorded_with_reason_and_not_repeated() -> None:
         ("hold", "early", "day1", "sms", "dispute"),
         ("hold", "early", "day1", "email", "dispute"),
     }
-    held = [Existing(key("early", "day1"), MessageStatus.HELD, "dispute"),
-            Existing(key("early", "day1", EMAIL), MessageStatus.HELD, "dispute")]
+    held = [
+        Existing(key("early", "day1"), MessageStatus.HELD, "dispute"),
+        Existing(key("early", "day1", EMAIL), MessageStatus.HELD, "dispute"),
+    ]
     assert plan(2, held, flags=frozenset({Flag.DISPUTE})) == set()
 
 
 def test_hold_reason_change_is_recorded() -> None:
-    held = [Existing(key("early", "day1"), MessageStatus.HELD, "dispute"),
-            Existing(key("early", "day1", EMAIL), MessageStatus.HELD, "dispute")]
-    decisions = plan_account(account(due_date=DUE, flags=frozenset({Flag.BANKRUPTCY})),
-                             at_dpd(2), LADDER, held)
+    held = [
+        Existing(key("early", "day1"), MessageStatus.HELD, "dispute"),
+        Existing(key("early", "day1", EMAIL), MessageStatus.HELD, "dispute"),
+    ]
+    decisions = plan_account(
+        account(due_date=DUE, flags=frozenset({Flag.BANKRUPTCY})), at_dpd(2), LADDER, held
+    )
     assert all(isinstance(d, HoldBack) and d.update for d in decisions)
     assert {d.hold.reason for d in decisions if isinstance(d, HoldBack)} == {HoldReason.BANKRUPTCY}
 
 
 def test_lifted_hold_releases_the_message() -> None:
     held = [Existing(key("early", "day1"), MessageStatus.HELD, "dispute")]
-    assert plan(2, held) == {("queue", "early", "day1", "sms", True),
-                             ("queue", "early", "day1", "email", False)}
+    assert plan(2, held) == {
+        ("queue", "early", "day1", "sms", True),
+        ("queue", "early", "day1", "email", False),
+    }
 
 
 def test_promise_to_pay_holds_until_the_day_after_the_promise() -> None:
-    decisions = plan_account(account(due_date=DUE, promise_to_pay_until=date(2026, 3, 5)),
-                             at_dpd(1), LADDER, [])
+    decisions = plan_account(
+        account(due_date=DUE, promise_to_pay_until=date(2026, 3, 5)), at_dpd(1), LADDER, []
+    )
     holds = [d for d in decisions if isinstance(d, HoldBack)]
     assert len(holds) == 2
     assert holds[0].hold.until == datetime(2026, 3, 6, tzinfo=ZoneInfo("America/New_York"))
     # On the day after the promise the hold has lifted.
     assert plan(5, promise_to_pay_until=date(2026, 3, 5)) == {
-        ("queue", "early", "day1", "sms", False), ("queue", "early", "day1", "email", False)}
+        ("queue", "early", "day1", "sms", False),
+        ("queue", "early", "day1", "email", False),
+    }
 
 
 @given(dpds=st.lists(st.integers(min_value=-10, max_value=60), min_size=1, max_size=12))
@@ -192,15 +229,20 @@ def test_replaying_any_sequence_of_runs_never_decides_a_key_twice(dpds: list[int
 
 def test_end_reason_values_are_stable() -> None:
     # These strings are stored and exported; renaming one is a contract change.
-    assert [r.value for r in EndReason] == ["stage_left", "account_not_collectible",
-                                            "cycle_ended", "superseded"]
+    assert [r.value for r in EndReason] == [
+        "stage_left",
+        "account_not_collectible",
+        "cycle_ended",
+        "superseded",
+    ]
 
 
 def test_decisions_use_aware_times_only() -> None:
     with pytest.raises(ValueError, match="aware"):
-        plan_account(account(), datetime(2026, 3, 2, 12), LADDER, [])  # noqa: DTZ001
+        plan_account(account(), datetime(2026, 3, 2, 12), LADDER, [])
 
 
 def test_utc_now_is_fine() -> None:
-    assert plan_account(replace(account(), due_date=DUE), datetime(2026, 3, 2, 17, tzinfo=UTC),
-                        LADDER, [])
+    assert plan_account(
+        replace(account(), due_date=DUE), datetime(2026, 3, 2, 17, tzinfo=UTC), LADDER, []
+    )

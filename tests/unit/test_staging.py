@@ -53,14 +53,25 @@ def test_dpd_across_fall_back() -> None:
 
 def test_naive_now_is_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
-        days_past_due(date(2026, 3, 1), NY, datetime(2026, 3, 2, 12, 0))  # noqa: DTZ001
+        days_past_due(date(2026, 3, 1), NY, datetime(2026, 3, 2, 12, 0))
 
 
 @pytest.mark.parametrize(
     ("dpd", "stage"),
-    [(-6, None), (-5, "pre_due"), (-1, "pre_due"), (0, None), (1, "early"), (30, "early"),
-     (31, "mid"), (90, "mid"), (91, "late"), (180, "late"), (181, "pre_legal"),
-     (5000, "pre_legal")],
+    [
+        (-6, None),
+        (-5, "pre_due"),
+        (-1, "pre_due"),
+        (0, None),
+        (1, "early"),
+        (30, "early"),
+        (31, "mid"),
+        (90, "mid"),
+        (91, "late"),
+        (180, "late"),
+        (181, "pre_legal"),
+        (5000, "pre_legal"),
+    ],
 )
 def test_stage_boundaries(dpd: int, stage: str | None) -> None:
     found = stage_for(shipped_strategy(), dpd)
@@ -68,15 +79,26 @@ def test_stage_boundaries(dpd: int, stage: str | None) -> None:
 
 
 ZONES = st.sampled_from(
-    ["America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Shanghai",
-     "Australia/Lord_Howe", "Pacific/Kiritimati", "Pacific/Pago_Pago", "UTC"]
+    [
+        "America/New_York",
+        "America/Los_Angeles",
+        "Europe/London",
+        "Asia/Shanghai",
+        "Australia/Lord_Howe",
+        "Pacific/Kiritimati",
+        "Pacific/Pago_Pago",
+        "UTC",
+    ]
 )
 
 
 @given(
     due=st.dates(min_value=date(2000, 1, 1), max_value=date(2099, 1, 1)),
-    instant=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1),  # noqa: DTZ001
-                         timezones=st.just(UTC)),
+    instant=st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2099, 1, 1),
+        timezones=st.just(UTC),
+    ),
     zone=ZONES,
 )
 def test_dpd_is_the_local_date_difference(due: date, instant: datetime, zone: str) -> None:
@@ -86,8 +108,11 @@ def test_dpd_is_the_local_date_difference(due: date, instant: datetime, zone: st
 
 @given(
     due=st.dates(min_value=date(2000, 1, 1), max_value=date(2099, 1, 1)),
-    instant=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1),  # noqa: DTZ001
-                         timezones=st.just(UTC)),
+    instant=st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2099, 1, 1),
+        timezones=st.just(UTC),
+    ),
     zone=ZONES,
     hours=st.integers(min_value=0, max_value=24 * 400),
 )

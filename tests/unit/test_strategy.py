@@ -15,16 +15,51 @@ def test_shipped_strategy_loads() -> None:
     [
         ([{"id": "a", "dpd_from": 1, "dpd_to": 10}, {"id": "b", "dpd_from": 10}], "overlap"),
         ([{"id": "a", "dpd_from": 10, "dpd_to": 1}], "before"),
-        ([{"id": "a", "dpd_from": 1, "dpd_to": 5,
-           "steps": [{"id": "d9", "day": 9, "channel": "sms", "template": "t"}]}], "after the stage"),
-        ([{"id": "a", "dpd_from": 1,
-           "steps": [{"id": "d1", "day": 0, "channel": "sms", "template": "t"}]}], "greater"),
-        ([{"id": "a", "dpd_from": 1,
-           "steps": [{"id": "d1", "day": 1, "channel": "fax", "template": "t"}]}], "fax"),
+        (
+            [
+                {
+                    "id": "a",
+                    "dpd_from": 1,
+                    "dpd_to": 5,
+                    "steps": [{"id": "d9", "day": 9, "channel": "sms", "template": "t"}],
+                }
+            ],
+            "after the stage",
+        ),
+        (
+            [
+                {
+                    "id": "a",
+                    "dpd_from": 1,
+                    "steps": [{"id": "d1", "day": 0, "channel": "sms", "template": "t"}],
+                }
+            ],
+            "greater",
+        ),
+        (
+            [
+                {
+                    "id": "a",
+                    "dpd_from": 1,
+                    "steps": [{"id": "d1", "day": 1, "channel": "fax", "template": "t"}],
+                }
+            ],
+            "fax",
+        ),
         ([{"id": "Bad Name", "dpd_from": 1}], "lower_snake_case"),
-        ([{"id": "a", "dpd_from": 1, "steps": [
-            {"id": "d1", "day": 1, "channel": "sms", "template": "t"},
-            {"id": "d1", "day": 2, "channel": "sms", "template": "u"}]}], "twice"),
+        (
+            [
+                {
+                    "id": "a",
+                    "dpd_from": 1,
+                    "steps": [
+                        {"id": "d1", "day": 1, "channel": "sms", "template": "t"},
+                        {"id": "d1", "day": 2, "channel": "sms", "template": "u"},
+                    ],
+                }
+            ],
+            "twice",
+        ),
         ([], "at least 1"),
     ],
 )
