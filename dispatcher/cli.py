@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -177,6 +178,7 @@ def import_accounts_command(
             now=at,
             default_timezone=wired.settings.default_timezone,
             default_region=wired.settings.default_region,
+            workers=_import_workers(file),
             on_progress=_advance(progress),
         )
     if as_json:
@@ -203,6 +205,15 @@ def import_accounts_command(
             err.print(f"rejected rows written to {report.reject_path}", markup=False)
     if report.rejected:
         raise typer.Exit(1)
+
+
+def _import_workers(path: Path) -> int:
+    """Validate big files on every core; small ones are not worth the process start-up."""
+    try:
+        big = path.stat().st_size > 20_000_000
+    except OSError:
+        return 1  # the reader reports the missing file with its name
+    return min(os.cpu_count() or 1, 4) if big else 1
 
 
 @app.command()

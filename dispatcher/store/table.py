@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import BigInteger, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from dispatcher.store.column import UtcDateTime
@@ -15,7 +15,7 @@ class AccountBase(SQLModel):
 
     account_id: str = Field(primary_key=True, max_length=64)
     full_name: str
-    balance_minor: int
+    balance_minor: int = Field(sa_type=BigInteger)
     currency: str = Field(max_length=3)
     due_date: date = Field(index=True)
     phone: str | None = None
