@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dispatcher import view
 from dispatcher.bootstrap import App, bootstrap
 from dispatcher.clock import SystemClock, parse_instant
 from dispatcher.error import DispatcherError, InputError
@@ -157,7 +158,7 @@ def run_once(now: NowOption = None, as_json: JsonOption = False) -> None:
         planned = planner.plan(at, on_progress=_advance(progress))
     sent = asyncio.run(wired.sender().send(at))
     if as_json:
-        out.print_json(json.dumps({"plan": _plan_dict(planned), "send": _send_dict(sent)}))
+        out.print_json(json.dumps({"plan": view.plan_dict(planned), "send": view.send_dict(sent)}))
         return
     _show_plan(planned, False)
     _show_send(sent, False)
@@ -182,27 +183,12 @@ def import_accounts_command(
             on_progress=_advance(progress),
         )
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "file": str(report.path),
-                    "rows": report.rows,
-                    "inserted": report.inserted,
-                    "updated": report.updated,
-                    "rejected": report.rejected,
-                    "reject_file": str(report.reject_path) if report.reject_path else None,
-                }
-            )
-        )
+        out.print_json(json.dumps(view.import_dict(report)))
     else:
-        out.print(
-            f"{report.path}: {report.rows} rows, {report.inserted} new, "
-            f"{report.updated} updated, {report.rejected} rejected"
-        )
-        for line in report.first_rejects:
-            err.print(f"  rejected {line}", markup=False, highlight=False)
-        if report.reject_path:
-            err.print(f"rejected rows written to {report.reject_path}", markup=False)
+        summary, *details = view.import_lines(report)
+        out.print(summary, markup=False, highlight=False)
+        for line in details:
+            err.print(line, markup=False, highlight=False)
     if report.rejected:
         raise typer.Exit(1)
 
@@ -327,52 +313,18 @@ def _since(value: str | None) -> datetime | None:
         return parse_instant(value)
 
 
-def _plan_dict(report: PlanReport) -> dict[str, object]:
-    return {
-        "now": report.now.isoformat(),
-        "dry_run": report.dry_run,
-        "accounts": report.accounts,
-        "decisions": [
-            {"stage": s, "channel": c, "outcome": o, "count": n}
-            for (s, c, o), n in sorted(report.counts.items())
-        ],
-    }
-
-
-def _send_dict(report: SendReport) -> dict[str, object]:
-    return {
-        "now": report.now.isoformat(),
-        "outcomes": [
-            {"channel": c, "outcome": o, "count": n} for (c, o), n in sorted(report.counts.items())
-        ],
-    }
-
-
 def _show_plan(report: PlanReport, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(_plan_dict(report)))
-        return
-    title = (
-        f"plan at {report.now.isoformat()}{' (dry run: nothing written)' if report.dry_run else ''}"
-    )
-    table = Table("stage", "channel", "decision", "count", title=title)
-    for (stage, channel, outcome), n in sorted(report.counts.items()):
-        table.add_row(stage, channel, outcome, str(n))
-    table.add_section()
-    table.add_row("", "", f"{report.accounts} accounts looked at", str(report.total))
-    out.print(table)
+        out.print_json(json.dumps(view.plan_dict(report)))
+    else:
+        out.print(view.plan_table(report))
 
 
 def _show_send(report: SendReport, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(_send_dict(report)))
-        return
-    table = Table("channel", "outcome", "count", title=f"send at {report.now.isoformat()}")
-    for (channel, outcome), n in sorted(report.counts.items()):
-        table.add_row(channel, outcome, str(n))
-    table.add_section()
-    table.add_row("", "total", str(report.total))
-    out.print(table)
+        out.print_json(json.dumps(view.send_dict(report)))
+    else:
+        out.print(view.send_table(report))
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from dispatcher import view
 from dispatcher.bootstrap import App
 from dispatcher.domain.staging import local_date
 from dispatcher.portfolio import write_portfolio
@@ -65,21 +65,12 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
         default_region=app.settings.default_region,
     )
     console.rule("1. import")
-    console.print(
-        f"{csv_path}: {imported.rows} rows → {imported.inserted} new, "
-        f"{imported.updated} updated, {imported.rejected} rejected"
-    )
-    for line in imported.first_rejects:
-        console.print(f"  rejected {line}", markup=False, highlight=False)
-    if imported.reject_path:
-        console.print(f"  rejects kept in {imported.reject_path}")
+    for line in view.import_lines(imported):
+        console.print(line, markup=False, highlight=False)
 
     planned = app.planner().plan(now)
     console.rule(f"2. plan at {now.isoformat(timespec='seconds')}")
-    table = Table("stage", "channel", "decision", "count")
-    for (stage, channel, outcome), n in sorted(planned.counts.items()):
-        table.add_row(stage, channel, outcome, str(n))
-    console.print(table)
+    console.print(view.plan_table(planned))
 
     sent = asyncio.run(app.sender().send(now))
     console.rule("3. send (local file sinks)")

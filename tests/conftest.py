@@ -8,45 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher.account_file import COLUMNS
 from dispatcher.bootstrap import App, bootstrap
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.settings import Settings, SinkSettings
 from tests.factory import ROOT
 
-CSV_COLUMNS = (
-    "account_id",
-    "full_name",
-    "balance",
-    "currency",
-    "due_date",
-    "phone",
-    "email",
-    "address_line1",
-    "address_line2",
-    "city",
-    "region",
-    "postal_code",
-    "country",
-    "timezone",
-    "locale",
-    "jurisdiction",
-    "status",
-    "dispute",
-    "bankruptcy",
-    "cease_and_desist",
-    "deceased",
-    "do_not_contact",
-    "opt_out_sms",
-    "opt_out_email",
-    "promise_to_pay_until",
-    "assigned_to",
-)
-
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, str]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow(dict(row))

@@ -78,6 +78,16 @@ RULES: tuple[Rule, ...] = (
         "house rule HR-3: no letter without a postal address",
         HoldReason.NO_ADDRESS,
     ),
+    Rule(
+        "hold.template_missing",
+        "house rule HR-4: only what a template of the account's locale (or the default) says",
+        HoldReason.TEMPLATE_MISSING,
+    ),
+    Rule(
+        "hold.render_failed",
+        "house rule HR-4: a message that does not render is never sent in part",
+        HoldReason.RENDER_FAILED,
+    ),
 )
 RULE_BY_REASON: dict[HoldReason, Rule] = {rule.reason: rule for rule in RULES}
 
@@ -107,27 +117,30 @@ def hold_for(account: Account, channel: ChannelKind, now: datetime) -> Hold | No
     """
     for flag, reason in _FLAG_HOLDS:
         if account.has(flag):
-            return _hold(reason)
+            return hold_because(reason)
     promise = account.promise_to_pay_until
     zone = ZoneInfo(account.timezone)
     if promise is not None and now.astimezone(zone).date() <= promise:
-        return _hold(HoldReason.PROMISE_TO_PAY, until=_start_of(promise + timedelta(days=1), zone))
+        return hold_because(
+            HoldReason.PROMISE_TO_PAY, until=_start_of(promise + timedelta(days=1), zone)
+        )
     if channel is ChannelKind.SMS:
         if account.has(Flag.OPT_OUT_SMS):
-            return _hold(HoldReason.OPTED_OUT_SMS)
+            return hold_because(HoldReason.OPTED_OUT_SMS)
         if not account.phone:
-            return _hold(HoldReason.NO_PHONE)
+            return hold_because(HoldReason.NO_PHONE)
     elif channel is ChannelKind.EMAIL:
         if account.has(Flag.OPT_OUT_EMAIL):
-            return _hold(HoldReason.OPTED_OUT_EMAIL)
+            return hold_because(HoldReason.OPTED_OUT_EMAIL)
         if not account.email:
-            return _hold(HoldReason.NO_EMAIL)
+            return hold_because(HoldReason.NO_EMAIL)
     elif channel is ChannelKind.LETTER and account.address is None:
-        return _hold(HoldReason.NO_ADDRESS)
+        return hold_because(HoldReason.NO_ADDRESS)
     return None
 
 
-def _hold(reason: HoldReason, until: datetime | None = None) -> Hold:
+def hold_because(reason: HoldReason, until: datetime | None = None) -> Hold:
+    """The hold for ``reason`` with its rule id, lifting by itself at ``until`` if given."""
     return Hold(reason=reason, rule_id=RULE_BY_REASON[reason].id, until=until)
 
 

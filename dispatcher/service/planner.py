@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from dispatcher.domain.account import Account
-from dispatcher.domain.decision import End, EndReason, HoldBack, Queue, plan_account
+from dispatcher.domain.decision import Decision, End, EndReason, HoldBack, Queue, plan_account
 from dispatcher.domain.message import MessageKey, MessageStatus
-from dispatcher.domain.policy import HoldReason
+from dispatcher.domain.policy import Hold, HoldReason, hold_because
 from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.error import TemplateError
-from dispatcher.store.sql import AuditEntry, PlanWrite, SqlStore
-from dispatcher.template import TemplateSet
+from dispatcher.store.sql import UPDATABLE_FIELDS, AuditEntry, PlanWrite, SqlStore
+from dispatcher.template import RenderedMessage, TemplateSet
 from dispatcher.template.context import Creditor, build_context
 
 ACTOR = "system:planner"
@@ -35,8 +35,8 @@ class PlanReport:
     accounts: int = 0
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
-    def add(self, stage: str, channel: str, outcome: str) -> None:
-        self.counts[(stage, channel, outcome)] += 1
+    def add(self, key: MessageKey, outcome: str) -> None:
+        self.counts[(key.stage, key.channel.value, outcome)] += 1
 
     @property
     def total(self) -> int:
@@ -44,6 +44,7 @@ class PlanReport:
 
 
 def recipient_of(account: Account, channel: ChannelKind) -> str | None:
+    """Where a message on ``channel`` goes: phone, email, or the letter's address block."""
     if channel is ChannelKind.SMS:
         return account.phone
     if channel is ChannelKind.EMAIL:
@@ -53,65 +54,141 @@ def recipient_of(account: Account, channel: ChannelKind) -> str | None:
     return "\n".join([account.full_name, *account.address.lines()])
 
 
-def _row(
+def outbox_row(
     key: MessageKey, status: MessageStatus, dpd: int, now: datetime, **values: object
 ) -> dict[str, object]:
     """A complete outbox row: executemany needs every row to carry the same columns."""
     row: dict[str, object] = {
-        "message_id": key.message_id,
-        "idempotency_key": str(key),
-        "account_id": key.account_id,
-        "cycle": key.cycle,
-        "stage": key.stage,
-        "step": key.step,
-        "channel": key.channel.value,
-        "status": status.value,
-        "hold_reason": None,
-        "rule_id": None,
-        "hold_until": None,
-        "dpd": dpd,
-        "locale": None,
-        "recipient": None,
-        "template_id": None,
-        "template_version": None,
-        "template_sha256": None,
-        "subject": None,
-        "body": None,
-        "body_html": None,
-        "body_sha256": None,
-        "scheduled_for": None,
-        "attempts": 0,
-        "next_attempt_at": None,
-        "sent_at": None,
-        "provider_message_id": None,
-        "artifact_path": None,
-        "last_error": None,
-        "created_at": now,
-        "updated_at": now,
-    }
+        "message_id": key.message_id, "idempotency_key": str(key),
+        "account_id": key.account_id, "cycle": key.cycle, "stage": key.stage,
+        "step": key.step, "channel": key.channel.value, "status": status.value,
+        "hold_reason": None, "rule_id": None, "hold_until": None, "dpd": dpd,
+        "locale": None, "recipient": None, "template_id": None, "template_version": None,
+        "template_sha256": None, "subject": None, "body": None, "body_html": None,
+        "body_sha256": None, "scheduled_for": None, "attempts": 0, "next_attempt_at": None,
+        "sent_at": None, "provider_message_id": None, "artifact_path": None,
+        "last_error": None, "created_at": now, "updated_at": now,
+    }  # fmt: skip
     row.update(values)
     return row
 
 
-_UPDATABLE = (
-    "message_id",
-    "status",
-    "hold_reason",
-    "rule_id",
-    "hold_until",
-    "dpd",
-    "locale",
-    "recipient",
-    "template_id",
-    "template_version",
-    "template_sha256",
-    "subject",
-    "body",
-    "body_html",
-    "body_sha256",
-    "scheduled_for",
-    "updated_at",
-)
+@dataclass
+class _Batch:
+    """Collects one batch's writes and counts; knows how each outcome is recorded."""
+
+    now: datetime
+    report: PlanReport
+    write: PlanWrite = field(default_factory=PlanWrite)
+
+    def row(self, row: dict[str, object], *, existing: bool) -> None:
+        if existing:
+            self.write.updates.append({k: row[k] for k in ("message_id", *UPDATABLE_FIELDS)})
+        else:
+            self.write.inserts.append(row)
+
+    def audit(self, key: MessageKey, event: str, detail: Mapping[str, object]) -> None:
+        self.write.audits.append(
+            AuditEntry(
+                event=event,
+                actor=ACTOR,
+                at=self.now,
+                account_id=key.account_id,
+                message_id=key.message_id,
+                detail=detail,
+            )
+        )
+
+    def ended(self, decision: End) -> None:
+        key = decision.key
+        superseded = decision.reason is EndReason.SUPERSEDED
+        status = MessageStatus.SKIPPED if superseded else MessageStatus.EXPIRED
+        if decision.existing:
+            self.write.ends.append(
+                {
+                    "message_id": key.message_id,
+                    "status": status.value,
+                    "hold_reason": decision.reason.value,
+                    "updated_at": self.now,
+                }
+            )
+        else:
+            self.write.inserts.append(
+                outbox_row(key, status, 0, self.now, hold_reason=decision.reason.value)
+            )
+        self.report.add(key, decision.reason.value)
+        self.audit(
+            key,
+            f"message_{status.value}",
+            {"reason": decision.reason.value, "superseded_by": decision.superseded_by},
+        )
+
+    def held(
+        self, key: MessageKey, dpd: int, hold: Hold, *, existing: bool, error: str | None = None
+    ) -> None:
+        self.row(
+            outbox_row(
+                key,
+                MessageStatus.HELD,
+                dpd,
+                self.now,
+                hold_reason=hold.reason.value,
+                rule_id=hold.rule_id,
+                hold_until=hold.until,
+            ),
+            existing=existing,
+        )
+        self.report.add(key, f"held:{hold.reason.value}")
+        detail: dict[str, object] = {
+            "reason": hold.reason.value,
+            "rule_id": hold.rule_id,
+            "dpd": dpd,
+            "until": hold.until.isoformat() if hold.until else None,
+        }
+        if error:
+            detail["error"] = error
+        self.audit(key, "message_held", detail)
+
+    def queued(
+        self, decision: Queue, account: Account, locale: str, rendered: RenderedMessage
+    ) -> None:
+        key = decision.key
+        self.row(
+            outbox_row(
+                key,
+                MessageStatus.QUEUED,
+                decision.dpd,
+                self.now,
+                locale=locale,
+                recipient=recipient_of(account, key.channel),
+                template_id=rendered.template_id,
+                template_version=rendered.template_version,
+                template_sha256=rendered.template_sha256,
+                subject=rendered.subject,
+                body=rendered.body,
+                body_html=rendered.body_html,
+                body_sha256=rendered.body_sha256,
+                scheduled_for=self.now,
+            ),
+            existing=decision.release,
+        )
+        self.report.add(key, "queued")
+        if decision.release:
+            self.audit(key, "hold_released", {})
+        self.audit(
+            key,
+            "message_queued",
+            {
+                "stage": key.stage,
+                "step": key.step,
+                "channel": key.channel.value,
+                "dpd": decision.dpd,
+                "template_id": rendered.template_id,
+                "template_version": rendered.template_version,
+                "template_sha256": rendered.template_sha256,
+                "body_sha256": rendered.body_sha256,
+            },
+        )
 
 
 class Planner:
@@ -146,175 +223,61 @@ class Planner:
     ) -> PlanReport:
         """Plan every account at ``now``; with ``dry_run`` decide and render but write nothing."""
         report = PlanReport(now=now, dry_run=dry_run)
-        for batch in self.store.plannable_batches(self.horizon(now).date(), self.batch_size):
-            existing = self.store.existing_messages([a.account_id for a in batch])
-            write = PlanWrite()
-            for account in batch:
-                for decision in plan_account(
-                    account, now, self.strategy, existing.get(account.account_id, ())
-                ):
-                    self._apply(account, decision, now, write, report)
+        for accounts in self.store.plannable_batches(self.horizon(now).date(), self.batch_size):
+            existing = self.store.existing_messages([a.account_id for a in accounts])
+            batch = _Batch(now, report)
+            for account in accounts:
+                history = existing.get(account.account_id, ())
+                for decision in plan_account(account, now, self.strategy, history):
+                    self._record(account, decision, batch)
             if not dry_run:
-                self.store.apply_plan(write)
-            report.accounts += len(batch)
+                self.store.apply_plan(batch.write)
+            report.accounts += len(accounts)
             if on_progress is not None:
-                on_progress(len(batch))
+                on_progress(len(accounts))
         return report
 
-    def _apply(
-        self,
-        account: Account,
-        decision: Queue | HoldBack | End,
-        now: datetime,
-        write: PlanWrite,
-        report: PlanReport,
-    ) -> None:
-        key = decision.key
-        audit = _Audit(write, account.account_id, key.message_id, now)
+    def _record(self, account: Account, decision: Decision, batch: _Batch) -> None:
         if isinstance(decision, End):
-            report.add(key.stage, key.channel, decision.reason.value)
-            detail = {"reason": decision.reason.value, "superseded_by": decision.superseded_by}
-            superseded = decision.reason is EndReason.SUPERSEDED
-            status = MessageStatus.SKIPPED if superseded else MessageStatus.EXPIRED
-            if decision.existing:
-                write.ends.append(
-                    {
-                        "message_id": key.message_id,
-                        "status": status.value,
-                        "hold_reason": decision.reason.value,
-                        "updated_at": now,
-                    }
-                )
-            else:
-                write.inserts.append(_row(key, status, 0, now, hold_reason=decision.reason.value))
-            audit(f"message_{status.value}", detail)
-            return
+            batch.ended(decision)
+        elif isinstance(decision, HoldBack):
+            batch.held(decision.key, decision.dpd, decision.hold, existing=decision.update)
+        else:
+            self._queue(account, decision, batch)
 
-        if isinstance(decision, HoldBack):
-            self._hold(
-                account,
-                decision.key,
-                decision.dpd,
-                now,
-                write,
-                report,
-                decision.update,
-                decision.hold.reason,
-                decision.hold.rule_id,
-                decision.hold.until,
-            )
-            return
-
+    def _queue(self, account: Account, decision: Queue, batch: _Batch) -> None:
+        """Render a due message; a missing or failing template holds it, visibly."""
+        key, template = decision.key, decision.step.template
         locale = self._locale(account, decision)
         if locale is None:
-            self._hold(
-                account,
+            batch.held(
                 key,
                 decision.dpd,
-                now,
-                write,
-                report,
-                decision.release,
-                HoldReason.TEMPLATE_MISSING,
-                None,
-                None,
-                error=f"no {key.channel.value} template {decision.step.template!r} "
-                f"for {account.locale} or {self.strategy.default_locale}",
+                hold_because(HoldReason.TEMPLATE_MISSING),
+                existing=decision.release,
+                error=f"no {key.channel.value} template {template!r} for "
+                f"{account.locale} or {self.strategy.default_locale}",
             )
             return
         context = build_context(
-            account, dpd=decision.dpd, stage_id=decision.stage.id, creditor=self.creditor, now=now
+            account,
+            dpd=decision.dpd,
+            stage_id=decision.stage.id,
+            creditor=self.creditor,
+            now=batch.now,
         )
         try:
-            rendered = self.templates.render(key.channel, decision.step.template, locale, context)
+            rendered = self.templates.render(key.channel, template, locale, context)
         except TemplateError as exc:
-            self._hold(
-                account,
+            batch.held(
                 key,
                 decision.dpd,
-                now,
-                write,
-                report,
-                decision.release,
-                HoldReason.RENDER_FAILED,
-                None,
-                None,
+                hold_because(HoldReason.RENDER_FAILED),
+                existing=decision.release,
                 error=str(exc),
             )
             return
-        row = _row(
-            key,
-            MessageStatus.QUEUED,
-            decision.dpd,
-            now,
-            locale=locale,
-            recipient=recipient_of(account, key.channel),
-            template_id=rendered.template_id,
-            template_version=rendered.template_version,
-            template_sha256=rendered.template_sha256,
-            subject=rendered.subject,
-            body=rendered.body,
-            body_html=rendered.body_html,
-            body_sha256=rendered.body_sha256,
-            scheduled_for=now,
-        )
-        if decision.release:
-            write.updates.append({name: row[name] for name in _UPDATABLE})
-            audit("hold_released", {})
-        else:
-            write.inserts.append(row)
-        report.add(key.stage, key.channel, "queued")
-        audit(
-            "message_queued",
-            {
-                "stage": key.stage,
-                "step": key.step,
-                "channel": key.channel.value,
-                "dpd": decision.dpd,
-                "template_id": rendered.template_id,
-                "template_version": rendered.template_version,
-                "template_sha256": rendered.template_sha256,
-                "body_sha256": rendered.body_sha256,
-            },
-        )
-
-    def _hold(
-        self,
-        account: Account,
-        key: MessageKey,
-        dpd: int,
-        now: datetime,
-        write: PlanWrite,
-        report: PlanReport,
-        update: bool,
-        reason: HoldReason,
-        rule_id: str | None,
-        until: datetime | None,
-        error: str | None = None,
-    ) -> None:
-        row = _row(
-            key,
-            MessageStatus.HELD,
-            dpd,
-            now,
-            hold_reason=reason.value,
-            rule_id=rule_id,
-            hold_until=until,
-        )
-        if update:
-            write.updates.append({name: row[name] for name in _UPDATABLE})
-        else:
-            write.inserts.append(row)
-        report.add(key.stage, key.channel, f"held:{reason.value}")
-        detail: dict[str, object] = {
-            "reason": reason.value,
-            "rule_id": rule_id,
-            "until": until.isoformat() if until else None,
-            "dpd": dpd,
-        }
-        if error:
-            detail["error"] = error
-        _Audit(write, account.account_id, key.message_id, now)("message_held", detail)
+        batch.queued(decision, account, locale, rendered)
 
     def _locale(self, account: Account, decision: Queue) -> str | None:
         """The account's own locale, else the strategy's default, if a template exists."""
@@ -323,23 +286,3 @@ class Planner:
             if self.templates.has(channel, name, locale):
                 return locale
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Audit:
-    write: PlanWrite
-    account_id: str
-    message_id: str
-    now: datetime
-
-    def __call__(self, event: str, detail: Mapping[str, object]) -> None:
-        self.write.audits.append(
-            AuditEntry(
-                event=event,
-                actor=ACTOR,
-                at=self.now,
-                account_id=self.account_id,
-                message_id=self.message_id,
-                detail=detail,
-            )
-        )

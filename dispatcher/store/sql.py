@@ -104,24 +104,12 @@ class ClaimedMessage:
     attempts: int
 
 
-_UPDATE_FIELDS = (
-    "status",
-    "hold_reason",
-    "rule_id",
-    "hold_until",
-    "dpd",
-    "locale",
-    "recipient",
-    "template_id",
-    "template_version",
-    "template_sha256",
-    "subject",
-    "body",
-    "body_html",
-    "body_sha256",
-    "scheduled_for",
-    "updated_at",
-)
+# Columns a planner update may change on an existing outbox row (a release or a new hold).
+UPDATABLE_FIELDS = (
+    "status", "hold_reason", "rule_id", "hold_until", "dpd", "locale", "recipient",
+    "template_id", "template_version", "template_sha256", "subject", "body", "body_html",
+    "body_sha256", "scheduled_for", "updated_at",
+)  # fmt: skip
 
 
 class SqlStore:
@@ -288,12 +276,15 @@ class SqlStore:
                     write.inserts,
                 )
             if write.updates:
-                values: dict[str, Any] = {n: bindparam(f"v_{n}") for n in _UPDATE_FIELDS}
+                values: dict[str, Any] = {n: bindparam(f"v_{n}") for n in UPDATABLE_FIELDS}
                 conn.execute(
                     update(MESSAGE)
                     .where(MESSAGE.c.message_id == bindparam("v_message_id"))
                     .values(values),
-                    [{f"v_{k}": v for k, v in row.items()} for row in write.updates],
+                    [
+                        {f"v_{k}": row[k] for k in ("message_id", *UPDATABLE_FIELDS)}
+                        for row in write.updates
+                    ],
                 )
             if write.ends:
                 conn.execute(
