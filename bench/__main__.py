@@ -64,12 +64,14 @@ def plan(accounts: int, repeat: int) -> None:
         )
         rates: list[float] = []
         peaks: list[float] = []
+        replans: list[float] = []
         queued = looked = 0.0
         for run in range(repeat):
             db = work / f"run{run}.db"
             shutil.copy(seed_db, db)
             result = _child("plan", _settings(work, db), [])
             rates.append(accounts / result["seconds"])
+            replans.append(accounts / result["replan_seconds"])
             peaks.append(result["peak_mb"])
             queued = result["messages"]
             looked = result["accounts"]
@@ -80,6 +82,7 @@ def plan(accounts: int, repeat: int) -> None:
         )
         print(f"  accounts/s   {_spread(rates)}")
         print(f"  peak RSS MB  {_spread(peaks)}")
+        print(f"re-plan at the same time (nothing new due): accounts/s  {_spread(replans)}")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}"

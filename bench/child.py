@@ -49,6 +49,10 @@ def main() -> None:
         start = time.perf_counter()
         report = planner.plan(NOW)
         elapsed = time.perf_counter() - start
+        # The steady state: the daemon re-plans every few minutes and finds little new.
+        start = time.perf_counter()
+        again = planner.plan(NOW)
+        replan = time.perf_counter() - start
         print(
             json.dumps(
                 {
@@ -56,6 +60,8 @@ def main() -> None:
                     "peak_mb": _peak_mb(),
                     "messages": report.total,
                     "seconds": elapsed,
+                    "replan_seconds": replan,
+                    "replan_decisions": again.total,
                 }
             )
         )
