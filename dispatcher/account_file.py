@@ -31,11 +31,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from babel.core import Locale, UnknownLocaleError, get_global
-from babel.numbers import get_currency_precision, list_currencies
+from babel.numbers import list_currencies
 from email_validator import EmailNotValidError, EmailSyntaxError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from phonenumbers import timezone as phone_timezone
 
+from dispatcher.domain.money import minor_digits
 from dispatcher.error import InputError
 
 if TYPE_CHECKING:
@@ -177,11 +178,6 @@ class Rejected:
 @functools.cache
 def _currencies() -> frozenset[str]:
     return frozenset(list_currencies())
-
-
-@functools.cache
-def _currency_precision(code: str) -> int:
-    return int(get_currency_precision(code))
 
 
 @functools.cache
@@ -541,7 +537,7 @@ class _Row:
             return 0
         if currency is None:
             return 0
-        precision = _currency_precision(currency)
+        precision = minor_digits(currency)
         if len(fraction) > precision:
             self.errors.append(
                 f"balance: {_show(text)} has {len(fraction)} decimals but {currency} "

@@ -29,6 +29,7 @@ from dispatcher.service.export import write_messages
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
+from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -115,7 +116,12 @@ def _advance(progress: Progress | None) -> Callable[[int], None] | None:
 # -- commands --------------------------------------------------------------------------------
 @app.command()
 def init() -> None:
-    """Create or upgrade the database and check that config and templates load."""
+    """Create or upgrade the database, write example settings if missing, check config loads."""
+    settings_file = state.config or DEFAULT_SETTINGS_FILE
+    if not settings_file.exists():
+        settings_file.parent.mkdir(parents=True, exist_ok=True)
+        settings_file.write_text(example_settings_toml(), encoding="utf-8")
+        out.print(f"wrote example settings to {settings_file}")
     wired = _app(check_schema=False)
     wired.store.create_schema()
     strategy = wired.strategy

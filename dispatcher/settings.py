@@ -93,6 +93,34 @@ class Settings(BaseSettings):
         return env_settings, init_settings, file_secret_settings
 
 
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def example_settings_toml() -> str:
+    """The built-in defaults as a settings file, for ``dispatcher init`` to write.
+
+    Generated from :class:`Settings` itself so the example can never drift from the code.
+    """
+    defaults = Settings.model_construct().model_dump()
+    top = [f"{k} = {_toml_value(v)}" for k, v in defaults.items() if not isinstance(v, dict)]
+    lines = [
+        "# dispatcher settings. Every key can be overridden by DISPATCHER_<KEY> (nested:",
+        "# DISPATCHER_SEND__MAX_ATTEMPTS). Secrets belong in the environment, never here.",
+        *top,
+    ]
+    for section, values in defaults.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
+    return "\n".join(lines) + "\n"
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file, turning every failure into a ConfigError that names the file."""
     try:

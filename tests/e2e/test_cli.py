@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -98,8 +99,23 @@ def test_bad_strategy_exits_2_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_missing_settings_file_exits_2(tmp_path: Path) -> None:
-    result = run(tmp_path, "init", config=tmp_path / "nope.toml")
-    assert result.returncode == 2 and "nope.toml: file not found" in result.stderr
+    result = run(tmp_path, "plan", config=tmp_path / "nope.toml")
+    assert result.returncode == 2
+    assert "nope.toml: file not found" in result.stderr
+
+
+def test_init_writes_example_settings_when_missing(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "settings.toml"
+    result = run(tmp_path, "init", config=config)
+    # The example points at the relative templates/ and config/ of a deployment, which this
+    # empty directory lacks: init says so, naming the file, after writing the example.
+    assert config.exists()
+    assert f"wrote example settings to {config}" in result.stdout
+    assert result.returncode == 2
+    assert "strategy.toml: file not found" in result.stderr
+    written = tomllib.loads(config.read_text())
+    assert written["send"]["max_attempts"] == 5
+    assert written["database_url"] == "sqlite:///var/dispatcher.db"
 
 
 def test_commands_refuse_an_uninitialised_database(tmp_path: Path) -> None:
