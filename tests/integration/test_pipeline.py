@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from dispatcher.bootstrap import App
+from dispatcher.bootstrap import App, bootstrap
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import PermanentDelivery, TransientDelivery
 from dispatcher.service.importer import import_accounts
 from dispatcher.store.sql import AUDIT, MESSAGE
-from tests.conftest import write_csv
+from tests.conftest import settings_for, write_csv
+from tests.factory import ROOT
 
 NOW = datetime(2026, 6, 10, 15, 0, tzinfo=UTC)  # 11:00 in New York
 
@@ -282,3 +284,44 @@ def test_audit_detail_is_json_with_hashes(app: App, tmp_path: Path) -> None:
     [m] = messages(app)
     assert parsed["body_sha256"] == m["body_sha256"]
     assert parsed["template_sha256"] == m["template_sha256"]
+
+
+def test_missing_or_failing_templates_hold_the_message_visibly(
+    tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    (templates / "sms" / "broken.en-US.txt.j2").write_text(
+        '+++\nid = "broken"\nversion = "1"\nchannel = "sms"\nlocale = "en-US"\n'
+        'description = "fails at render time"\ndisclosures = []\napproval = "approved"\n+++\n'
+        "{{ creditor.name }} {{ (dpd / 0) }}\n"
+    )
+    strategy = tmp_path / "strategy.toml"
+    strategy.write_text(
+        '[[stages]]\nid = "early"\ndpd_from = 1\nsteps = [\n'
+        '  { id = "day1", day = 1, channel = "sms", template = "broken" },\n'
+        '  { id = "day1", day = 1, channel = "email", template = "absent" },\n]\n'
+    )
+    settings = settings_for(tmp_path).model_copy(
+        update={"templates_dir": templates, "strategy_file": strategy}
+    )
+    app = bootstrap(settings, channels=channels)
+    app.store.create_schema()
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    report = app.planner().plan(NOW)
+    assert report.counts[("early", "sms", "held:render_failed")] == 1
+    assert report.counts[("early", "email", "held:template_missing")] == 1
+    held = {m["channel"]: m for m in messages(app)}
+    assert held["sms"]["rule_id"] == "hold.render_failed"
+    assert held["email"]["rule_id"] == "hold.template_missing"
+    assert asyncio.run(app.sender().send(NOW)).total == 0
+    with app.store.engine.connect() as conn:
+        details = [
+            json.loads(d)
+            for d in conn.execute(
+                select(AUDIT.c.detail).where(AUDIT.c.event == "message_held")
+            ).scalars()
+        ]
+    errors = {d["reason"]: str(d["error"]) for d in details}
+    assert "broken.en-US.txt.j2:10: ZeroDivisionError" in errors["render_failed"]
+    assert "no email template 'absent'" in errors["template_missing"]
