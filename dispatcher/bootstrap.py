@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -100,6 +101,7 @@ class App:
             batch_size=send.batch_size,
             concurrency=send.concurrency,
             unsubscribe_url=lambda account_id: pattern.format(account_id=account_id),
+            lease=timedelta(seconds=send.lease_seconds),
         )
 
 

@@ -215,7 +215,11 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
     account = wired.store.account(account_id)
     if account is None:
         raise InputError(f"no account {account_id!r}")
-    messages = wired.store.messages_of(account_id)
+    ladder = wired.strategy.ladder_position
+    messages = sorted(
+        wired.store.messages_of(account_id),
+        key=lambda m: (m["cycle"], ladder(m["stage"], m["step"]) or 0, m["created_at"]),
+    )
     audit = wired.store.audit_of(account_id)
     if as_json:
 

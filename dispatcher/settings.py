@@ -61,6 +61,8 @@ class SendSettings(_Section):
     backoff_base_seconds: float = Field(default=60.0, gt=0)
     backoff_max_seconds: float = Field(default=3600.0, gt=0)
     concurrency: int = Field(default=8, ge=1)
+    # A message still `sending` this long after its claim was abandoned by a dead process.
+    lease_seconds: float = Field(default=900.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -113,3 +113,9 @@ class Strategy(BaseModel):
 
     def stage(self, stage_id: str) -> Stage | None:
         return next((s for s in self.stages if s.id == stage_id), None)
+
+    def ladder_position(self, stage_id: str, step_id: str) -> int | None:
+        """The DPD at which a step falls due: orders messages as the ladder runs."""
+        stage = self.stage(stage_id)
+        step = next((s for s in stage.steps if s.id == step_id), None) if stage else None
+        return stage.step_dpd(step) if stage and step else None

@@ -13,7 +13,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dispatcher.channel import Channel, Outbound, Receipt
 from dispatcher.domain.account import Account
@@ -50,6 +50,7 @@ class Sender:
         batch_size: int = 500,
         concurrency: int = 8,
         unsubscribe_url: Callable[[str], str] | None = None,
+        lease: timedelta = timedelta(minutes=15),
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
@@ -59,10 +60,12 @@ class Sender:
         self.concurrency = concurrency
         self.unsubscribe_url = unsubscribe_url
         self.jitter = jitter
+        self.lease = lease
 
     async def send(self, now: datetime) -> SendReport:
         """Deliver every queued message due at ``now``; each is claimed before it is sent."""
         report = SendReport(now=now)
+        self._give_up_interrupted(now, report)
         gate = asyncio.Semaphore(self.concurrency)
         while batch := self.store.claim_due(now, self.batch_size):
             accounts = self.store.accounts(m.account_id for m in batch)
@@ -70,6 +73,35 @@ class Sender:
                 *(self._gated(gate, m, accounts.get(m.account_id), now, report) for m in batch)
             )
         return report
+
+    def _give_up_interrupted(self, now: datetime, report: SendReport) -> None:
+        """Messages left ``sending`` by a process that died are marked failed, not resent.
+
+        Whether the provider got them is unknown; sending again could reach the customer
+        twice (harassment), so a person decides, with the message in plain sight.
+        """
+        for message_id, account_id, channel, attempts in self.store.stale_sending(now - self.lease):
+            error = "delivery interrupted: outcome unknown; check the provider before resending"
+            self.store.finish_send(
+                message_id,
+                {
+                    "status": MessageStatus.FAILED.value,
+                    "attempts": attempts + 1,
+                    "last_error": error,
+                    "updated_at": now,
+                },
+                [
+                    AuditEntry(
+                        event="delivery_interrupted",
+                        actor=ACTOR,
+                        at=now,
+                        account_id=account_id,
+                        message_id=message_id,
+                        detail={"error": error},
+                    )
+                ],
+            )
+            report.add(channel, "interrupted")
 
     async def _gated(
         self,

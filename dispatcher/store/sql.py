@@ -346,6 +346,25 @@ class SqlStore:
             for r in rows
         ]
 
+    def stale_sending(self, claimed_before: datetime) -> list[tuple[str, str, str, int]]:
+        """(message_id, account_id, channel, attempts) of messages claimed before ``claimed_before``
+        and never finished: the process delivering them died."""
+        with self.engine.connect() as conn:
+            return [
+                (m, a, c, n)
+                for m, a, c, n in conn.execute(
+                    select(
+                        MESSAGE.c.message_id,
+                        MESSAGE.c.account_id,
+                        MESSAGE.c.channel,
+                        MESSAGE.c.attempts,
+                    ).where(
+                        MESSAGE.c.status == MessageStatus.SENDING.value,
+                        MESSAGE.c.updated_at < claimed_before,
+                    )
+                )
+            ]
+
     def finish_send(
         self, message_id: str, values: Mapping[str, object], audit: Iterable[AuditEntry]
     ) -> None:

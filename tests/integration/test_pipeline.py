@@ -325,3 +325,24 @@ def test_missing_or_failing_templates_hold_the_message_visibly(
     errors = {d["reason"]: str(d["error"]) for d in details}
     assert "broken.en-US.txt.j2:10: ZeroDivisionError" in errors["render_failed"]
     assert "no email template 'absent'" in errors["template_missing"]
+
+
+def test_a_send_interrupted_by_a_crash_is_failed_visibly_not_resent(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    app.planner().plan(NOW)
+    # A sender claims the message and dies before recording the outcome.
+    [claimed] = app.store.claim_due(NOW, 10)
+    # Within the lease another sender leaves it alone (it may still be in flight).
+    assert asyncio.run(app.sender().send(NOW + timedelta(minutes=5))).total == 0
+    [m] = messages(app)
+    assert m["status"] == "sending"
+    # After the lease it is failed with the reason in plain sight, and never delivered.
+    report = asyncio.run(app.sender().send(NOW + timedelta(minutes=20)))
+    assert report.counts[("sms", "interrupted")] == 1
+    [m] = messages(app)
+    assert m["status"] == "failed"
+    assert "outcome unknown" in str(m["last_error"])
+    assert channels[ChannelKind.SMS].attempts == []
+    assert ("delivery_interrupted", claimed.message_id) in audit_events(app)
