@@ -25,6 +25,7 @@ def _settings(directory: Path, db: Path) -> Path:
         f'database_url = "sqlite:///{db}"\n'
         f'templates_dir = "{ROOT / "templates"}"\n'
         f'strategy_file = "{ROOT / "config" / "strategy.toml"}"\n'
+        f'policies_dir = "{ROOT / "config" / "policies"}"\n'
         f'[sinks]\ndirectory = "{directory / "sink"}"\n'
     )
     return path

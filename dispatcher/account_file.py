@@ -23,14 +23,13 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Final, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from babel.core import Locale, UnknownLocaleError, get_global
+from babel.core import Locale, UnknownLocaleError
 from babel.numbers import list_currencies
 from email_validator import EmailNotValidError, EmailSyntaxError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
@@ -38,6 +37,7 @@ from phonenumbers import timezone as phone_timezone
 
 from dispatcher.domain.money import minor_digits
 from dispatcher.error import InputError
+from dispatcher.zone import country_zones, same_clock, zone_ok
 
 if TYPE_CHECKING:
     from _csv import Writer as _CsvWriter
@@ -126,10 +126,6 @@ _POPULOUS_ZONE: Final = {
     "UA": "Europe/Kyiv",
     "US": "America/New_York",
 }
-# Two zones are the same clock if they agree at these instants (winter and summer).
-_REFERENCE_INSTANTS: Final = tuple(
-    datetime(year, month, 15, 12, tzinfo=UTC) for year in (2025, 2026) for month in (1, 7)
-)
 _US_STATE_PACKS: Final = {
     "MA": "US-MA",
     "MASSACHUSETTS": "US-MA",
@@ -189,35 +185,17 @@ def _countries() -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1024)  # keyed by file content: bounded
-def _zone_ok(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
-
-
-@functools.cache
-def _zone_clock(name: str) -> tuple[timedelta | None, ...]:
-    zone = ZoneInfo(name)
-    return tuple(at.astimezone(zone).utcoffset() for at in _REFERENCE_INSTANTS)
-
-
-def _same_clock(zones: Sequence[str]) -> bool:
-    return len({_zone_clock(z) for z in zones}) == 1
-
-
 @functools.cache
 def _country_zone(country: str) -> tuple[str, bool] | None:
     """The zone of a country and whether it is the country's only clock."""
-    zones: list[str] = [z for z in get_global("territory_zones").get(country, ()) if _zone_ok(z)]
+    zones = country_zones(country)
     if not zones:
         return None
     if country in _LEGAL_SINGLE_ZONE:
         return _LEGAL_SINGLE_ZONE[country], True
     preferred = _POPULOUS_ZONE.get(country, "")
     zone = preferred if preferred in zones else zones[0]
-    return zone, _same_clock(zones)
+    return zone, same_clock(zones)
 
 
 _LOCALE_RE: Final = re.compile(
@@ -461,7 +439,7 @@ class _Row:
         email = self._email(get("email"))
 
         timezone = get("timezone")
-        if timezone and not _zone_ok(timezone):
+        if timezone and not zone_ok(timezone):
             errors.append(f"timezone: {_show(timezone)} is not a known IANA time zone")
 
         locale_text = get("locale")
@@ -607,9 +585,9 @@ class _Row:
             if country is None or region == country:
                 country = country or region
                 found = phone_timezone.time_zones_for_number(number)
-                phone_zones = tuple(z for z in found if z != "Etc/Unknown" and _zone_ok(z))
+                phone_zones = tuple(z for z in found if z != "Etc/Unknown" and zone_ok(z))
         by_country = _country_zone(country) if country else None
-        if phone_zones and _same_clock(phone_zones):
+        if phone_zones and same_clock(phone_zones):
             if by_country is not None and by_country[0] in phone_zones:
                 return by_country[0], "phone"
             return phone_zones[0], "phone"
@@ -675,7 +653,7 @@ def read_accounts(
     calling program's main module must be safe to import (the usual ``if __name__ ==
     "__main__"`` guard; console scripts and ``python -m`` are).
     """
-    if not _zone_ok(default_timezone):
+    if not zone_ok(default_timezone):
         raise InputError(f"default time zone {default_timezone!r} is not a known IANA zone")
     if default_region is not None and default_region not in _countries():
         raise InputError(f"default region {default_region!r} is not an ISO 3166 alpha-2 code")

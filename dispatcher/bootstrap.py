@@ -19,8 +19,11 @@ from dispatcher.channel import Channel
 from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
 from dispatcher.domain.retry import RetryPolicy
 from dispatcher.domain.strategy import ChannelKind, Strategy
+from dispatcher.holiday import is_holiday
+from dispatcher.policy_book import PolicyBook
 from dispatcher.service.planner import Planner
 from dispatcher.service.sender import Sender
+from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.sql import SqlStore, configure_sqlite
 from dispatcher.template import TemplateSet
@@ -82,12 +85,21 @@ class App:
             opt_out_email_url=c.unsubscribe_url,
         )
 
+    @cached_property
+    def policies(self) -> PolicyBook:
+        return PolicyBook.load(self.settings.policies_dir)
+
+    @cached_property
+    def timing(self) -> ContactTiming:
+        return ContactTiming(self.policies, is_holiday)
+
     def planner(self) -> Planner:
         return Planner(
             self.store,
             self.templates,
             self.strategy,
             self.creditor,
+            self.timing,
             batch_size=self.settings.plan.batch_size,
         )
 
@@ -98,6 +110,7 @@ class App:
             self.store,
             self.channels,
             RetryPolicy(send.max_attempts, send.backoff_base_seconds, send.backoff_max_seconds),
+            self.timing,
             batch_size=send.batch_size,
             concurrency=send.concurrency,
             unsubscribe_url=lambda account_id: pattern.format(account_id=account_id),

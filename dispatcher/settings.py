@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/dispatcher.db"
     templates_dir: Path = Path("templates")
     strategy_file: Path = Path("config/strategy.toml")
+    policies_dir: Path = Path("config/policies")
     default_timezone: str = "America/New_York"
     default_region: str = "US"
     creditor: CreditorSettings = CreditorSettings()
@@ -136,7 +137,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "", f"cannot be read: {exc.strerror}") from None
 
 
-def _first_error(path: Path, exc: ValidationError) -> ConfigError:
+def first_error(path: Path, exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     more = exc.error_count() - 1
@@ -158,7 +159,7 @@ def load_settings(path: Path | None = None) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise _first_error(path or Path("environment"), exc) from None
+        raise first_error(path or Path("environment"), exc) from None
 
 
 def load_strategy(path: Path) -> Strategy:
@@ -166,4 +167,4 @@ def load_strategy(path: Path) -> Strategy:
     try:
         return Strategy.model_validate(read_toml(path))
     except ValidationError as exc:
-        raise _first_error(path, exc) from None
+        raise first_error(path, exc) from None

@@ -30,6 +30,7 @@ def settings_for(tmp_path: Path) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'dispatcher.db'}",
         templates_dir=ROOT / "templates",
         strategy_file=ROOT / "config" / "strategy.toml",
+        policies_dir=ROOT / "config" / "policies",
         sinks=SinkSettings(directory=tmp_path / "sink"),
     )
 

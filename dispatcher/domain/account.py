@@ -66,9 +66,13 @@ class Account:
     email: str | None = None
     address: PostalAddress | None = None
     country: str | None = None
+    region: str | None = None
     flags: frozenset[Flag] = field(default_factory=frozenset)
     promise_to_pay_until: date | None = None
     assigned_to: str | None = None
+    # How ``timezone`` was found (dispatcher.account_file): "explicit", "phone", "country",
+    # "country_ambiguous" (one guess among several clocks) or "default".
+    timezone_source: str = "explicit"
 
     @property
     def collectible(self) -> bool:

@@ -18,7 +18,9 @@ from dispatcher.domain.decision import Decision, End, EndReason, HoldBack, Queue
 from dispatcher.domain.message import MessageKey, MessageStatus
 from dispatcher.domain.policy import Hold, HoldReason, hold_because
 from dispatcher.domain.strategy import ChannelKind, Strategy
+from dispatcher.domain.window import Verdict
 from dispatcher.error import TemplateError
+from dispatcher.service.timing import ContactTiming
 from dispatcher.store.sql import UPDATABLE_FIELDS, AuditEntry, PlanWrite, SqlStore
 from dispatcher.template import RenderedMessage, TemplateSet
 from dispatcher.template.context import Creditor, build_context
@@ -59,16 +61,37 @@ def outbox_row(
 ) -> dict[str, object]:
     """A complete outbox row: executemany needs every row to carry the same columns."""
     row: dict[str, object] = {
-        "message_id": key.message_id, "idempotency_key": str(key),
-        "account_id": key.account_id, "cycle": key.cycle, "stage": key.stage,
-        "step": key.step, "channel": key.channel.value, "status": status.value,
-        "hold_reason": None, "rule_id": None, "hold_until": None, "dpd": dpd,
-        "locale": None, "recipient": None, "template_id": None, "template_version": None,
-        "template_sha256": None, "subject": None, "body": None, "body_html": None,
-        "body_sha256": None, "scheduled_for": None, "attempts": 0, "next_attempt_at": None,
-        "sent_at": None, "provider_message_id": None, "artifact_path": None,
-        "last_error": None, "created_at": now, "updated_at": now,
-    }  # fmt: skip
+        "message_id": key.message_id,
+        "idempotency_key": str(key),
+        "account_id": key.account_id,
+        "cycle": key.cycle,
+        "stage": key.stage,
+        "step": key.step,
+        "channel": key.channel.value,
+        "status": status.value,
+        "hold_reason": None,
+        "rule_id": None,
+        "hold_until": None,
+        "dpd": dpd,
+        "locale": None,
+        "recipient": None,
+        "template_id": None,
+        "template_version": None,
+        "template_sha256": None,
+        "subject": None,
+        "body": None,
+        "body_html": None,
+        "body_sha256": None,
+        "scheduled_for": None,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "sent_at": None,
+        "provider_message_id": None,
+        "artifact_path": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }
     row.update(values)
     return row
 
@@ -150,9 +173,17 @@ class _Batch:
         self.audit(key, "message_held", detail)
 
     def queued(
-        self, decision: Queue, account: Account, locale: str, rendered: RenderedMessage
+        self,
+        decision: Queue,
+        account: Account,
+        locale: str,
+        rendered: RenderedMessage,
+        timing: Verdict,
     ) -> None:
+        """Queue a rendered message; outside the contact window it waits for the next
+        allowed instant (``scheduled_for``), with the deferral reason and rule on the row."""
         key = decision.key
+        deferred = not timing.allowed
         self.row(
             outbox_row(
                 key,
@@ -168,11 +199,13 @@ class _Batch:
                 body=rendered.body,
                 body_html=rendered.body_html,
                 body_sha256=rendered.body_sha256,
-                scheduled_for=self.now,
+                scheduled_for=timing.next_allowed if deferred else self.now,
+                hold_reason=timing.reason.value if timing.reason else None,
+                rule_id=timing.rule_id,
             ),
             existing=decision.release,
         )
-        self.report.add(key, "queued")
+        self.report.add(key, f"deferred:{timing.reason}" if deferred else "queued")
         if decision.release:
             self.audit(key, "hold_released", {})
         self.audit(
@@ -189,6 +222,17 @@ class _Batch:
                 "body_sha256": rendered.body_sha256,
             },
         )
+        if deferred and timing.next_allowed is not None:
+            self.audit(key, "message_deferred", deferral_detail(timing))
+
+
+def deferral_detail(timing: Verdict) -> dict[str, object]:
+    """The audit detail of a deferral: why, by which rule, until when."""
+    return {
+        "reason": timing.reason.value if timing.reason else None,
+        "rule_id": timing.rule_id,
+        "until": timing.next_allowed.isoformat() if timing.next_allowed else None,
+    }
 
 
 class Planner:
@@ -198,9 +242,11 @@ class Planner:
         templates: TemplateSet,
         strategy: Strategy,
         creditor: Creditor,
+        timing: ContactTiming,
         *,
         batch_size: int = 2000,
     ) -> None:
+        self.timing = timing
         self.store = store
         self.templates = templates
         self.strategy = strategy
@@ -277,7 +323,8 @@ class Planner:
                 error=str(exc),
             )
             return
-        batch.queued(decision, account, locale, rendered)
+        verdict = self.timing.verdict(account, key.channel, batch.now)
+        batch.queued(decision, account, locale, rendered, verdict)
 
     def _locale(self, account: Account, decision: Queue) -> str | None:
         """The account's own locale, else the strategy's default, if a template exists."""

@@ -22,6 +22,8 @@ from dispatcher.domain.policy import hold_for
 from dispatcher.domain.retry import RetryPolicy, next_attempt_at
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DeliveryError, PermanentDelivery
+from dispatcher.service.planner import deferral_detail
+from dispatcher.service.timing import ContactTiming
 from dispatcher.store.sql import AuditEntry, ClaimedMessage, SqlStore
 
 ACTOR = "system:sender"
@@ -46,6 +48,7 @@ class Sender:
         store: SqlStore,
         channels: Mapping[ChannelKind, Channel],
         retry: RetryPolicy,
+        timing: ContactTiming,
         *,
         batch_size: int = 500,
         concurrency: int = 8,
@@ -56,6 +59,7 @@ class Sender:
         self.store = store
         self.channels = channels
         self.retry = retry
+        self.timing = timing
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.unsubscribe_url = unsubscribe_url
@@ -139,6 +143,25 @@ class Sender:
                 ],
             )
             report.add(channel, f"held:{hold.reason.value}")
+            return
+        timing = self.timing.verdict(account, message.channel, now) if account else None
+        if timing is not None and not timing.allowed:
+            self.store.finish_send(
+                message.message_id,
+                {
+                    "status": MessageStatus.QUEUED.value,
+                    "scheduled_for": timing.next_allowed,
+                    "hold_reason": timing.reason.value if timing.reason else None,
+                    "rule_id": timing.rule_id,
+                    "updated_at": now,
+                },
+                [
+                    self._audit(
+                        "message_deferred", message, now, {**deferral_detail(timing), "at": "send"}
+                    )
+                ],
+            )
+            report.add(channel, f"deferred:{timing.reason}")
             return
         attempt = message.attempts + 1
         outbound = Outbound(

@@ -456,7 +456,9 @@ def to_account(row: RowMapping | Mapping[str, Any]) -> Account:
         email=row["email"],
         address=address,
         country=row["country"],
+        region=row["region"],
         flags=frozenset(Flag(name) for name in _FLAG_COLUMNS if row[name]),
         promise_to_pay_until=row["promise_to_pay_until"],
         assigned_to=row["assigned_to"],
+        timezone_source=row["timezone_source"],
     )

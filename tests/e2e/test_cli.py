@@ -27,6 +27,7 @@ def settings_file(tmp_path: Path, extra: str = "") -> Path:
         f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\n'
         f'templates_dir = "{ROOT / "templates"}"\n'
         f'strategy_file = "{ROOT / "config" / "strategy.toml"}"\n'
+        f'policies_dir = "{ROOT / "config" / "policies"}"\n'
         f"{extra}\n"
         f'[sinks]\ndirectory = "{tmp_path / "sink"}"\n'
     )

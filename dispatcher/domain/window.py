@@ -1,0 +1,168 @@
+"""Contact windows and holidays: *when* an account may be contacted, per policy pack.
+
+Pure: the caller passes ``now``, the account's candidate time zones and a holiday lookup.
+A message may go only when it is inside the window **in every candidate zone** (the
+conservative reading of Reg F 12 CFR 1006.6(b)(1)(i) when the consumer's location is
+uncertain) and no candidate zone's local date is a holiday of a calendar that covers the
+channel. When it may not, :func:`next_allowed` gives the exact next instant it may, so a
+deferred message is deferred, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from dispatcher.domain.strategy import ChannelKind
+
+# (calendar, subdivision or None, local date) -> is it a holiday there?
+HolidayLookup = Callable[[str, str | None, date], bool]
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Look this far ahead for the next allowed instant; a pack that allows nothing in two
+# weeks is a configuration error, reported as such rather than looped over.
+HORIZON_DAYS = 21
+
+
+class DeferReason(StrEnum):
+    QUIET_HOURS = "quiet_hours"
+    HOLIDAY = "holiday"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Contact allowed on ``days`` from ``start`` (inclusive) to ``end`` (exclusive), local."""
+
+    id: str
+    source: str
+    channels: frozenset[ChannelKind]
+    days: frozenset[int]  # 0 = Monday, as date.weekday()
+    start: time
+    end: time
+
+    def contains(self, local: datetime) -> bool:
+        return local.weekday() in self.days and self.start <= local.time() < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class HolidayRule:
+    """No contact on ``calendar``'s public holidays over ``channels``.
+
+    ``calendar`` is an ISO country code for the ``holidays`` package, or ``"account"`` for
+    the account's own country; the account's region is used as the subdivision.
+    """
+
+    id: str
+    source: str
+    calendar: str
+    channels: frozenset[ChannelKind]
+
+
+@dataclass(frozen=True, slots=True)
+class Pack:
+    """One jurisdiction's timing rules. Packs stack: every pack in the chain must allow."""
+
+    id: str
+    description: str
+    windows: tuple[Window, ...] = ()
+    holidays: tuple[HolidayRule, ...] = ()
+
+    def windows_for(self, channel: ChannelKind) -> tuple[Window, ...]:
+        return tuple(w for w in self.windows if channel in w.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether contact is allowed now; if not, why (reason, rule id) and when it may be."""
+
+    allowed: bool
+    reason: DeferReason | None = None
+    rule_id: str | None = None
+    next_allowed: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where the customer may be: every candidate zone, plus country/region for holidays."""
+
+    zones: tuple[str, ...]
+    country: str | None
+    region: str | None
+
+
+def _blocked(
+    at: datetime, place: Place, channel: ChannelKind, chain: Sequence[Pack],
+    is_holiday: HolidayLookup,
+) -> tuple[DeferReason, str] | None:  # fmt: skip
+    """The first rule that forbids contact at ``at``, or None when every rule allows it."""
+    for zone in place.zones:
+        local = at.astimezone(ZoneInfo(zone))
+        for pack in chain:
+            windows = pack.windows_for(channel)
+            if windows and not any(w.contains(local) for w in windows):
+                return DeferReason.QUIET_HOURS, windows[0].id
+            for rule in pack.holidays:
+                if channel not in rule.channels:
+                    continue
+                calendar = place.country if rule.calendar == "account" else rule.calendar
+                if calendar and is_holiday(calendar, place.region, local.date()):
+                    return DeferReason.HOLIDAY, rule.id
+    return None
+
+
+def _candidates(now: datetime, place: Place, chain: Sequence[Pack]) -> list[datetime]:
+    """Every instant at which the allowed set can begin: window starts and midnights.
+
+    The earliest allowed instant after ``now`` is ``now`` itself or one of these, because
+    the allowed set is an intersection of unions of intervals that open at them.
+    """
+    starts = {w.start for pack in chain for w in pack.windows} | {time(0, 0)}
+    found = {now}
+    for zone in place.zones:
+        tz = ZoneInfo(zone)
+        first = now.astimezone(tz).date()
+        for offset in range(HORIZON_DAYS + 1):
+            day = first + timedelta(days=offset)
+            for start in starts:
+                instant = datetime.combine(day, start, tzinfo=tz)
+                if instant > now:
+                    found.add(instant)
+    return sorted(found)
+
+
+def check(
+    now: datetime, place: Place, channel: ChannelKind, chain: Sequence[Pack],
+    is_holiday: HolidayLookup,
+) -> Verdict:  # fmt: skip
+    """May ``channel`` be used at ``now`` for a customer at ``place`` under ``chain``?
+
+    Enforces each pack's windows (e.g. US.window.fdcpa: FDCPA §805(a)(1), 08:00-21:00 local)
+    and holiday rules, in every candidate zone. When blocked, ``next_allowed`` is the exact
+    first instant at which every rule allows it.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    blocked = _blocked(now, place, channel, chain, is_holiday)
+    if blocked is None:
+        return Verdict(allowed=True)
+    reason, rule_id = blocked
+    return Verdict(False, reason, rule_id, next_allowed(now, place, channel, chain, is_holiday))
+
+
+def next_allowed(
+    now: datetime, place: Place, channel: ChannelKind, chain: Sequence[Pack],
+    is_holiday: HolidayLookup,
+) -> datetime:  # fmt: skip
+    """The first instant at or after ``now`` when contact is allowed; ValueError if none
+    within :data:`HORIZON_DAYS` (a pack that never opens is a configuration error)."""
+    for candidate in _candidates(now, place, chain):
+        if _blocked(candidate, place, channel, chain, is_holiday) is None:
+            return candidate
+    zones = ", ".join(place.zones)
+    raise ValueError(
+        f"no allowed contact time for {channel.value} within {HORIZON_DAYS} days in {zones} "
+        f"under packs {', '.join(p.id for p in chain)}"
+    )
