@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from dispatcher.account_file import COLUMNS
 from dispatcher.bootstrap import App, bootstrap
@@ -14,6 +16,18 @@ from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.settings import Settings, SinkSettings
 from tests.factory import ROOT
+
+# Property tests: CI runs a fixed, derandomised profile so a red build is reproducible;
+# HYPOTHESIS_PROFILE=long runs many more examples by hand.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("long", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, str]]) -> Path:

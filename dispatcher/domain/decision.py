@@ -46,6 +46,7 @@ class Queue:
     step: Step
     dpd: int
     release: bool = False  # True when an existing held message is released
+    held_for: str | None = None  # the reason it was held for, when released
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,16 @@ def plan_account(
             continue
         hold = hold_for(account, step.channel, now)
         if hold is None:
-            decisions.append(Queue(key, stage, step, dpd, release=owed_row is not None))
+            decisions.append(
+                Queue(
+                    key,
+                    stage,
+                    step,
+                    dpd,
+                    release=owed_row is not None,
+                    held_for=owed_row.hold_reason if owed_row else None,
+                )
+            )
         elif owed_row is None or owed_row.hold_reason != hold.reason.value:
             decisions.append(HoldBack(key, stage, step, dpd, hold, update=owed_row is not None))
     return decisions

@@ -33,6 +33,7 @@ class HoldReason(StrEnum):
     NO_ADDRESS = "no_address"
     TEMPLATE_MISSING = "template_missing"
     RENDER_FAILED = "render_failed"
+    NO_CONTACT_WINDOW = "no_contact_window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,12 @@ RULES: tuple[Rule, ...] = (
         "hold.no_address",
         "house rule HR-3: no letter without a postal address",
         HoldReason.NO_ADDRESS,
+    ),
+    Rule(
+        "hold.no_contact_window",
+        "Reg F 12 CFR 1006.6(b)(1)(i): when no time is convenient in every place the consumer "
+        "may be, do not contact; a person must settle the time zone",
+        HoldReason.NO_CONTACT_WINDOW,
     ),
     Rule(
         "hold.template_missing",

@@ -22,8 +22,8 @@ from dispatcher.domain.strategy import ChannelKind
 HolidayLookup = Callable[[str, str | None, date], bool]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-# Look this far ahead for the next allowed instant; a pack that allows nothing in two
-# weeks is a configuration error, reported as such rather than looped over.
+# Look this far ahead for the next allowed instant. Nothing allowed in three weeks means
+# no usable window (zones too far apart, or a pack that never opens): a hold, not a wait.
 HORIZON_DAYS = 21
 
 
@@ -153,16 +153,16 @@ def check(
 
 
 def next_allowed(
-    now: datetime, place: Place, channel: ChannelKind, chain: Sequence[Pack],
+    now: datetime,
+    place: Place,
+    channel: ChannelKind,
+    chain: Sequence[Pack],
     is_holiday: HolidayLookup,
-) -> datetime:  # fmt: skip
-    """The first instant at or after ``now`` when contact is allowed; ValueError if none
-    within :data:`HORIZON_DAYS` (a pack that never opens is a configuration error)."""
+) -> datetime | None:
+    """The first instant at or after ``now`` when contact is allowed, or None when there is
+    none within :data:`HORIZON_DAYS` (e.g. candidate zones too far apart to share a window:
+    then the message is held as ``no_contact_window`` for a person to resolve)."""
     for candidate in _candidates(now, place, chain):
         if _blocked(candidate, place, channel, chain, is_holiday) is None:
             return candidate
-    zones = ", ".join(place.zones)
-    raise ValueError(
-        f"no allowed contact time for {channel.value} within {HORIZON_DAYS} days in {zones} "
-        f"under packs {', '.join(p.id for p in chain)}"
-    )
+    return None

@@ -292,17 +292,26 @@ class Planner:
             self._queue(account, decision, batch)
 
     def _queue(self, account: Account, decision: Queue, batch: _Batch) -> None:
-        """Render a due message; a missing or failing template holds it, visibly."""
+        """Render a due message and queue it for its first allowed instant.
+
+        A missing or failing template, or no contact window shared by every zone the
+        customer may be in, holds it instead, visibly; a message still held for the same
+        reason as at the last plan is left as it is (no new audit record every run).
+        """
         key, template = decision.key, decision.step.template
+
+        def hold(reason: HoldReason, error: str) -> None:
+            if decision.held_for != reason.value:
+                batch.held(
+                    key, decision.dpd, hold_because(reason), existing=decision.release, error=error
+                )
+
         locale = self._locale(account, decision)
         if locale is None:
-            batch.held(
-                key,
-                decision.dpd,
-                hold_because(HoldReason.TEMPLATE_MISSING),
-                existing=decision.release,
-                error=f"no {key.channel.value} template {template!r} for "
-                f"{account.locale} or {self.strategy.default_locale}",
+            hold(
+                HoldReason.TEMPLATE_MISSING,
+                f"no {key.channel.value} template {template!r} "
+                f"for {account.locale} or {self.strategy.default_locale}",
             )
             return
         context = build_context(
@@ -315,15 +324,16 @@ class Planner:
         try:
             rendered = self.templates.render(key.channel, template, locale, context)
         except TemplateError as exc:
-            batch.held(
-                key,
-                decision.dpd,
-                hold_because(HoldReason.RENDER_FAILED),
-                existing=decision.release,
-                error=str(exc),
-            )
+            hold(HoldReason.RENDER_FAILED, str(exc))
             return
         verdict = self.timing.verdict(account, key.channel, batch.now)
+        if not verdict.allowed and verdict.next_allowed is None:
+            hold(
+                HoldReason.NO_CONTACT_WINDOW,
+                f"no instant in the next weeks is allowed by "
+                f"{verdict.rule_id} in every candidate zone of the account",
+            )
+            return
         batch.queued(decision, account, locale, rendered, verdict)
 
     def _locale(self, account: Account, decision: Queue) -> str | None:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from dispatcher.channel import Channel, Outbound, Receipt
 from dispatcher.domain.account import Account
 from dispatcher.domain.message import MessageStatus
-from dispatcher.domain.policy import hold_for
+from dispatcher.domain.policy import HoldReason, hold_because, hold_for
 from dispatcher.domain.retry import RetryPolicy, next_attempt_at
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DeliveryError, PermanentDelivery
@@ -145,6 +145,33 @@ class Sender:
             report.add(channel, f"held:{hold.reason.value}")
             return
         timing = self.timing.verdict(account, message.channel, now) if account else None
+        if timing is not None and not timing.allowed and timing.next_allowed is None:
+            no_window = hold_because(HoldReason.NO_CONTACT_WINDOW)
+            self.store.finish_send(
+                message.message_id,
+                {
+                    "status": MessageStatus.HELD.value,
+                    "hold_reason": no_window.reason.value,
+                    "rule_id": no_window.rule_id,
+                    "hold_until": None,
+                    "updated_at": now,
+                },
+                [
+                    self._audit(
+                        "message_held",
+                        message,
+                        now,
+                        {
+                            "reason": no_window.reason.value,
+                            "rule_id": no_window.rule_id,
+                            "window_rule": timing.rule_id,
+                            "at": "send",
+                        },
+                    )
+                ],
+            )
+            report.add(channel, f"held:{no_window.reason.value}")
+            return
         if timing is not None and not timing.allowed:
             self.store.finish_send(
                 message.message_id,

@@ -346,3 +346,89 @@ def test_a_send_interrupted_by_a_crash_is_failed_visibly_not_resent(
     assert "outcome unknown" in str(m["last_error"])
     assert channels[ChannelKind.SMS].attempts == []
     assert ("delivery_interrupted", claimed.message_id) in audit_events(app)
+
+
+NIGHT = datetime(2026, 6, 10, 7, 0, tzinfo=UTC)  # 03:00 in New York
+
+
+def test_outside_the_window_a_message_waits_for_the_exact_next_allowed_instant(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))], now=NIGHT)
+    report = app.planner().plan(NIGHT)
+    assert report.counts[("early", "sms", "deferred:quiet_hours")] == 1
+    [m] = messages(app)
+    eight = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # 08:00 EDT
+    assert (m["status"], m["hold_reason"], m["rule_id"]) == (
+        "queued",
+        "quiet_hours",
+        "US.window.fdcpa",
+    )
+    assert m["scheduled_for"] == eight
+    assert asyncio.run(app.sender().send(eight - timedelta(seconds=1))).total == 0
+    assert asyncio.run(app.sender().send(eight)).counts[("sms", "sent")] == 1
+    assert len(channels[ChannelKind.SMS].delivered) == 1
+    events = [e for e, _ in audit_events(app)]
+    assert events.count("message_deferred") == 1
+
+
+def test_the_window_is_checked_again_at_the_moment_of_sending(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    evening = datetime(2026, 6, 11, 0, 30, tzinfo=UTC)  # 20:30 EDT: inside the window
+    load(app, tmp_path, [row("A-1", days_ago(1))], now=evening)
+    app.planner().plan(evening)
+    # The sender only gets to it after 21:00 local.
+    late = evening + timedelta(minutes=45)
+    report = asyncio.run(app.sender().send(late))
+    assert report.counts[("sms", "deferred:quiet_hours")] == 1
+    assert channels[ChannelKind.SMS].attempts == []
+    [m] = messages(app)
+    assert m["status"] == "queued"
+    assert m["scheduled_for"] == datetime(2026, 6, 11, 12, 0, tzinfo=UTC)
+
+
+def test_a_customer_who_may_be_anywhere_in_the_us_is_contacted_when_all_zones_allow(
+    app: App, tmp_path: Path
+) -> None:
+    # No time zone, no phone, no region: Hawaii to Maine are all possible (Reg F).
+    morning = datetime(2026, 6, 10, 13, 0, tzinfo=UTC)  # 09:00 New York, 03:00 Honolulu
+    nowhere = {"timezone": "", "phone": "", "region": ""}
+    load(app, tmp_path, [row("A-1", (morning - timedelta(days=31)).date(), **nowhere)], now=morning)
+    assert app.store.account("A-1").timezone_source == "country_ambiguous"  # type: ignore[union-attr]
+    app.planner().plan(morning)
+    by_channel = {m["channel"]: m for m in messages(app)}
+    assert by_channel["sms"]["hold_reason"] == "no_phone"
+    email = by_channel["email"]
+    assert (email["status"], email["hold_reason"]) == ("queued", "quiet_hours")
+    # 08:00 in Honolulu (and Adak) is 18:00 UTC: the first instant open everywhere.
+    assert email["scheduled_for"] == datetime(2026, 6, 10, 18, 0, tzinfo=UTC)
+
+
+def test_chinese_statutory_holiday_defers_to_the_next_working_day(app: App, tmp_path: Path) -> None:
+    # 5 October 2026, 10:00 in Shanghai: a Golden Week day off (observed National Day).
+    national_day = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)
+    load(
+        app,
+        tmp_path,
+        [
+            row(
+                "C-1",
+                (national_day - timedelta(days=1)).date(),
+                phone="+8613812345678",
+                country="CN",
+                region="",
+                timezone="Asia/Shanghai",
+                locale="zh-CN",
+                currency="CNY",
+                jurisdiction="CN",
+            )
+        ],
+        now=national_day,
+    )
+    app.planner().plan(national_day)
+    [m] = messages(app)
+    assert (m["hold_reason"], m["rule_id"]) == ("holiday", "CN.holidays")
+    # The days off run to 7 October 2026 (two of them swapped for make-up working
+    # days, which the holidays package knows); 08:00 on the 8th in Shanghai.
+    assert m["scheduled_for"] == datetime(2026, 10, 8, 0, 0, tzinfo=UTC)
