@@ -79,6 +79,13 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
         by_channel[f"{channel}: {outcome}"] += n
     for label, n in sorted(by_channel.items()):
         console.print(f"  {label}  {n}")
+    waiting, earliest = app.store.waiting(now)
+    if waiting and earliest is not None:
+        console.print(
+            f"  {waiting} more wait for their contact window or holiday to end; the first "
+            f"may go at {earliest.isoformat(timespec='minutes')} "
+            f"(dispatcher send --now {earliest.isoformat(timespec='minutes')})"
+        )
     sink = app.settings.sinks.directory
     console.print(f"  files in {sink}/sms (.txt), {sink}/email (.eml), {sink}/letter (.pdf)")
 

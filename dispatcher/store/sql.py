@@ -10,7 +10,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -413,6 +413,17 @@ class SqlStore:
                     select(*cols, func.count()).group_by(*cols).order_by(*cols)
                 )
             ]
+
+    def waiting(self, now: datetime) -> tuple[int, datetime | None]:
+        """How many queued messages wait for a later instant, and the earliest of them."""
+        later = and_(MESSAGE.c.status == MessageStatus.QUEUED.value, MESSAGE.c.scheduled_for > now)
+        with self.engine.connect() as conn:
+            count, earliest = conn.execute(
+                select(func.count(), func.min(MESSAGE.c.scheduled_for)).where(later)
+            ).one()
+        if earliest is not None and earliest.tzinfo is None:
+            earliest = earliest.replace(tzinfo=UTC)  # SQLite's min() bypasses the column type
+        return int(count), earliest
 
     def count_accounts(self) -> int:
         with self.engine.connect() as conn:
