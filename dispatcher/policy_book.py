@@ -8,13 +8,14 @@ An account whose jurisdiction has no pack gets the ``default`` pack.
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Self
 
 import holidays
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dispatcher.domain.cap import Cap, CapScope
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.domain.window import WEEKDAYS, HolidayRule, Pack, Window
 from dispatcher.error import ConfigError
@@ -62,6 +63,23 @@ class HolidayFile(_Rule):
         return value
 
 
+class CapFile(_Rule):
+    limit: int = Field(ge=1)
+    days: float | None = Field(default=None, gt=0)
+    hours: float | None = Field(default=None, gt=0)
+    scope: CapScope = CapScope.PERSON
+
+    @model_validator(mode="after")
+    def _one_span(self) -> Self:
+        if (self.days is None) == (self.hours is None):
+            raise ValueError("give the rolling window as either days or hours")
+        return self
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(days=self.days) if self.days else timedelta(hours=self.hours or 0)
+
+
 class PackFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,6 +88,7 @@ class PackFile(BaseModel):
     description: str
     windows: tuple[WindowFile, ...] = ()
     holidays: tuple[HolidayFile, ...] = ()
+    caps: tuple[CapFile, ...] = ()
 
     def pack(self) -> Pack:
         return Pack(
@@ -89,6 +108,10 @@ class PackFile(BaseModel):
             holidays=tuple(
                 HolidayRule(h.id, h.source, h.calendar, frozenset(h.channels))
                 for h in self.holidays
+            ),
+            caps=tuple(
+                Cap(c.id, c.source, frozenset(c.channels), c.limit, c.window, c.scope)
+                for c in self.caps
             ),
         )
 
@@ -112,9 +135,12 @@ class PolicyBook:
         """The packs an account of ``jurisdiction`` must satisfy, most specific first."""
         return self._chains.get(jurisdiction) or self._chains[DEFAULT_PACK]
 
+    def longest_cap_window(self) -> timedelta:
+        return max((c.window for f in self.files.values() for c in f.caps), default=timedelta())
+
     def rule_source(self, rule_id: str) -> str | None:
         for f in self.files.values():
-            for rule in (*f.windows, *f.holidays):
+            for rule in (*f.windows, *f.holidays, *f.caps):
                 if rule.id == rule_id:
                     return rule.source
         return None
@@ -152,7 +178,7 @@ class PolicyBook:
                     )
                 seen.add(parent)
                 parent = files[parent].parent
-        ids = [r.id for f in files.values() for r in (*f.windows, *f.holidays)]
+        ids = [r.id for f in files.values() for r in (*f.windows, *f.holidays, *f.caps)]
         duplicated = sorted({i for i in ids if ids.count(i) > 1})
         if duplicated:
             raise ConfigError(str(directory), "id", f"rule ids repeat: {duplicated}")

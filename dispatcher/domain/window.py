@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from dispatcher.domain.cap import Cap
 from dispatcher.domain.strategy import ChannelKind
 
 # (calendar, subdivision or None, local date) -> is it a holiday there?
@@ -69,6 +70,7 @@ class Pack:
     description: str
     windows: tuple[Window, ...] = ()
     holidays: tuple[HolidayRule, ...] = ()
+    caps: tuple[Cap, ...] = ()
 
     def windows_for(self, channel: ChannelKind) -> tuple[Window, ...]:
         return tuple(w for w in self.windows if channel in w.channels)
@@ -79,7 +81,7 @@ class Verdict:
     """Whether contact is allowed now; if not, why (reason, rule id) and when it may be."""
 
     allowed: bool
-    reason: DeferReason | None = None
+    reason: str | None = None  # a DeferReason, or a cap's reason code such as cap_sms_7d
     rule_id: str | None = None
     next_allowed: datetime | None = None
 

@@ -20,6 +20,7 @@ from dispatcher.domain.policy import Hold, HoldReason, hold_because
 from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.domain.window import Verdict
 from dispatcher.error import TemplateError
+from dispatcher.service.ledger import ContactLedger
 from dispatcher.service.timing import ContactTiming
 from dispatcher.store.sql import UPDATABLE_FIELDS, AuditEntry, PlanWrite, SqlStore
 from dispatcher.template import RenderedMessage, TemplateSet
@@ -102,6 +103,7 @@ class _Batch:
 
     now: datetime
     report: PlanReport
+    ledger: ContactLedger
     write: PlanWrite = field(default_factory=PlanWrite)
 
     def row(self, row: dict[str, object], *, existing: bool) -> None:
@@ -200,7 +202,7 @@ class _Batch:
                 body_html=rendered.body_html,
                 body_sha256=rendered.body_sha256,
                 scheduled_for=timing.next_allowed if deferred else self.now,
-                hold_reason=timing.reason.value if timing.reason else None,
+                hold_reason=timing.reason,
                 rule_id=timing.rule_id,
             ),
             existing=decision.release,
@@ -229,7 +231,7 @@ class _Batch:
 def deferral_detail(timing: Verdict) -> dict[str, object]:
     """The audit detail of a deferral: why, by which rule, until when."""
     return {
-        "reason": timing.reason.value if timing.reason else None,
+        "reason": timing.reason,
         "rule_id": timing.rule_id,
         "until": timing.next_allowed.isoformat() if timing.next_allowed else None,
     }
@@ -271,7 +273,11 @@ class Planner:
         report = PlanReport(now=now, dry_run=dry_run)
         for accounts in self.store.plannable_batches(self.horizon(now).date(), self.batch_size):
             existing = self.store.existing_messages([a.account_id for a in accounts])
-            batch = _Batch(now, report)
+            counted = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.QUEUED)
+            ledger = ContactLedger(
+                self.store.contacts(accounts, now - self.timing.lookback, counted)
+            )
+            batch = _Batch(now, report, ledger)
             for account in accounts:
                 history = existing.get(account.account_id, ())
                 for decision in plan_account(account, now, self.strategy, history):
@@ -326,7 +332,8 @@ class Planner:
         except TemplateError as exc:
             hold(HoldReason.RENDER_FAILED, str(exc))
             return
-        verdict = self.timing.verdict(account, key.channel, batch.now)
+        contacts = batch.ledger.of(account, excluding=key.message_id)
+        verdict = self.timing.verdict(account, key.channel, batch.now, contacts)
         if not verdict.allowed and verdict.next_allowed is None:
             hold(
                 HoldReason.NO_CONTACT_WINDOW,
@@ -335,6 +342,7 @@ class Planner:
             )
             return
         batch.queued(decision, account, locale, rendered, verdict)
+        batch.ledger.add(key.message_id, account, key.channel, verdict.next_allowed or batch.now)
 
     def _locale(self, account: Account, decision: Queue) -> str | None:
         """The account's own locale, else the strategy's default, if a template exists."""

@@ -22,6 +22,7 @@ from dispatcher.domain.policy import HoldReason, hold_because, hold_for
 from dispatcher.domain.retry import RetryPolicy, next_attempt_at
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DeliveryError, PermanentDelivery
+from dispatcher.service.ledger import ContactLedger
 from dispatcher.service.planner import deferral_detail
 from dispatcher.service.timing import ContactTiming
 from dispatcher.store.sql import AuditEntry, ClaimedMessage, SqlStore
@@ -73,8 +74,23 @@ class Sender:
         gate = asyncio.Semaphore(self.concurrency)
         while batch := self.store.claim_due(now, self.batch_size):
             accounts = self.store.accounts(m.account_id for m in batch)
+            # What counts at the moment of sending is what went out; this batch's own
+            # messages join the ledger one by one as each passes its checks.
+            claimed = {m.message_id for m in batch}
+            ledger = ContactLedger(
+                row
+                for row in self.store.contacts(
+                    list(accounts.values()),
+                    now - self.timing.lookback,
+                    (MessageStatus.SENT, MessageStatus.SENDING),
+                )
+                if row.message_id not in claimed
+            )
             await asyncio.gather(
-                *(self._gated(gate, m, accounts.get(m.account_id), now, report) for m in batch)
+                *(
+                    self._gated(gate, m, accounts.get(m.account_id), now, ledger, report)
+                    for m in batch
+                )
             )
         return report
 
@@ -113,13 +129,19 @@ class Sender:
         message: ClaimedMessage,
         account: Account | None,
         now: datetime,
+        ledger: ContactLedger,
         report: SendReport,
     ) -> None:
         async with gate:
-            await self._send_one(message, account, now, report)
+            await self._send_one(message, account, now, ledger, report)
 
     async def _send_one(
-        self, message: ClaimedMessage, account: Account | None, now: datetime, report: SendReport
+        self,
+        message: ClaimedMessage,
+        account: Account | None,
+        now: datetime,
+        ledger: ContactLedger,
+        report: SendReport,
     ) -> None:
         channel = message.channel.value
         hold = hold_for(account, message.channel, now) if account else None
@@ -144,7 +166,10 @@ class Sender:
             )
             report.add(channel, f"held:{hold.reason.value}")
             return
-        timing = self.timing.verdict(account, message.channel, now) if account else None
+        timing = None
+        if account is not None:
+            contacts = ledger.of(account, excluding=message.message_id)
+            timing = self.timing.verdict(account, message.channel, now, contacts)
         if timing is not None and not timing.allowed and timing.next_allowed is None:
             no_window = hold_because(HoldReason.NO_CONTACT_WINDOW)
             self.store.finish_send(
@@ -178,7 +203,7 @@ class Sender:
                 {
                     "status": MessageStatus.QUEUED.value,
                     "scheduled_for": timing.next_allowed,
-                    "hold_reason": timing.reason.value if timing.reason else None,
+                    "hold_reason": timing.reason,
                     "rule_id": timing.rule_id,
                     "updated_at": now,
                 },
@@ -190,6 +215,8 @@ class Sender:
             )
             report.add(channel, f"deferred:{timing.reason}")
             return
+        if account is not None:
+            ledger.add(message.message_id, account, message.channel, now)
         attempt = message.attempts + 1
         outbound = Outbound(
             message_id=message.message_id,

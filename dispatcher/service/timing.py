@@ -1,13 +1,17 @@
-"""When a message may go: the account's policy-pack chain, its candidate zones, holidays."""
+"""When a message may go: the account's policy-pack chain, its candidate zones, holidays
+and the person's recent and queued contacts (frequency caps)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dispatcher.domain.account import Account
+from dispatcher.domain.cap import Contact
+from dispatcher.domain.schedule import schedule
 from dispatcher.domain.strategy import ChannelKind
-from dispatcher.domain.window import HolidayLookup, Place, Verdict, check
+from dispatcher.domain.window import HolidayLookup, Place, Verdict
 from dispatcher.policy_book import PolicyBook
 from dispatcher.zone import candidate_zones
 
@@ -19,6 +23,18 @@ class ContactTiming:
     book: PolicyBook
     is_holiday: HolidayLookup
 
-    def verdict(self, account: Account, channel: ChannelKind, now: datetime) -> Verdict:
+    @property
+    def lookback(self) -> timedelta:
+        """How far back contacts can matter: the longest cap window of any pack."""
+        return self.book.longest_cap_window()
+
+    def verdict(
+        self,
+        account: Account,
+        channel: ChannelKind,
+        now: datetime,
+        contacts: Sequence[Contact] = (),
+    ) -> Verdict:
         place = Place(candidate_zones(account), account.country, account.region)
-        return check(now, place, channel, self.book.chain(account.jurisdiction), self.is_holiday)
+        chain = self.book.chain(account.jurisdiction)
+        return schedule(now, place, channel, account.account_id, chain, self.is_holiday, contacts)

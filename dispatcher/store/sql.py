@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     Table,
     and_,
@@ -81,6 +82,18 @@ class AuditEntry:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    """A message that counts for caps, with the person keys of its account."""
+
+    message_id: str
+    account_id: str
+    phone: str | None
+    email: str | None
+    channel: ChannelKind
+    at: datetime
+
+
 @dataclass(slots=True)
 class PlanWrite:
     """Everything one planner batch writes, applied in one transaction."""
@@ -106,10 +119,23 @@ class ClaimedMessage:
 
 # Columns a planner update may change on an existing outbox row (a release or a new hold).
 UPDATABLE_FIELDS = (
-    "status", "hold_reason", "rule_id", "hold_until", "dpd", "locale", "recipient",
-    "template_id", "template_version", "template_sha256", "subject", "body", "body_html",
-    "body_sha256", "scheduled_for", "updated_at",
-)  # fmt: skip
+    "status",
+    "hold_reason",
+    "rule_id",
+    "hold_until",
+    "dpd",
+    "locale",
+    "recipient",
+    "template_id",
+    "template_version",
+    "template_sha256",
+    "subject",
+    "body",
+    "body_html",
+    "body_sha256",
+    "scheduled_for",
+    "updated_at",
+)
 
 
 class SqlStore:
@@ -264,6 +290,52 @@ class SqlStore:
                 key = MessageKey(account_id, cycle, stage, step, ChannelKind(channel))
                 found[account_id].append(Existing(key, MessageStatus(status), reason))
         return found
+
+    def contacts(
+        self, accounts: Sequence[Account], since: datetime, statuses: Sequence[MessageStatus]
+    ) -> list[ContactRow]:
+        """Messages that count against caps for the persons of ``accounts``.
+
+        A person is every account sharing an account's phone number or email address, so
+        one person with three debts is capped once, not three times. A message counts at
+        its sent time, else at the time it is scheduled for.
+        """
+        ids = [a.account_id for a in accounts]
+        phones = [a.phone for a in accounts if a.phone]
+        emails = [a.email for a in accounts if a.email]
+        at = func.coalesce(MESSAGE.c.sent_at, MESSAGE.c.scheduled_for)
+        person: ColumnElement[bool] = ACCOUNT.c.account_id.in_(ids)
+        if phones:
+            person = or_(person, ACCOUNT.c.phone.in_(phones))
+        if emails:
+            person = or_(person, ACCOUNT.c.email.in_(emails))
+        query = (
+            select(
+                MESSAGE.c.message_id,
+                MESSAGE.c.account_id,
+                ACCOUNT.c.phone,
+                ACCOUNT.c.email,
+                MESSAGE.c.channel,
+                MESSAGE.c.sent_at,
+                MESSAGE.c.scheduled_for,
+            )
+            .join(ACCOUNT, ACCOUNT.c.account_id == MESSAGE.c.account_id)
+            .where(person, MESSAGE.c.status.in_([s.value for s in statuses]), at >= since)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            ContactRow(
+                r.message_id,
+                r.account_id,
+                r.phone,
+                r.email,
+                ChannelKind(r.channel),
+                r.sent_at or r.scheduled_for,
+            )
+            for r in rows
+            if (r.sent_at or r.scheduled_for) is not None
+        ]
 
     def apply_plan(self, write: PlanWrite) -> None:
         """Write one batch's decisions, outbox rows and audit records in one transaction."""

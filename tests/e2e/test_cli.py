@@ -167,11 +167,17 @@ def test_run_once_history_and_export(initialised: Path) -> None:
     assert {(d["stage"], d["channel"], d["outcome"]) for d in summary["plan"]["decisions"]} >= {
         ("early", "sms", "queued"),
         ("early", "sms", "held:dispute"),
-        ("mid", "email", "queued"),
+        ("mid", "letter", "queued"),
+        # An hour after the SMS to the same person (US.gap.electronic).
+        ("mid", "email", "deferred:cap_email_sms_1h"),
     }
-    assert sum(o["count"] for o in summary["send"]["outcomes"] if o["outcome"] == "sent") == 4
+    assert sum(o["count"] for o in summary["send"]["outcomes"] if o["outcome"] == "sent") == 3
     # Files were written by the local sinks.
     assert len(list((initialised / "sink" / "sms").glob("*.txt"))) == 2
+    assert len(list((initialised / "sink" / "letter").glob("*.pdf"))) == 1
+    # The email goes at its time.
+    later = (NOW + timedelta(hours=1)).isoformat()
+    assert run(initialised, "send", "--now", later).returncode == 0
     assert len(list((initialised / "sink" / "email").glob("*.eml"))) == 1
 
     history = json.loads(run(initialised, "history", "A-3", "--json").stdout)
@@ -202,6 +208,9 @@ def test_run_once_history_and_export(initialised: Path) -> None:
     assert all(r["sent_at"] and r["provider_message_id"] and r["body_sha256"] for r in sent)
     held = [r for r in records if r["status"] == "held"]
     assert [r["hold_reason"] for r in held] == ["dispute"]
+    email = next(r for r in records if r["channel"] == "email")
+    assert (email["status"], email["hold_reason"]) == ("sent", "cap_email_sms_1h")
+    assert email["scheduled_for"] == (NOW + timedelta(hours=1)).isoformat()
 
     csv_out = run(initialised, "export", "messages", "--format", "csv")
     assert csv_out.stdout.splitlines()[0].startswith("message_id,account_id,stage")

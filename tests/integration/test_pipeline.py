@@ -29,8 +29,9 @@ def row(account_id: str, due: date | str, **extra: str) -> dict[str, str]:
         "balance": "420.50",
         "currency": "USD",
         "due_date": due if isinstance(due, str) else due.isoformat(),
-        "phone": "+16175550123",
-        "email": "jane@example.com",
+        # Each account its own person unless a test says otherwise (caps count per person).
+        "phone": f"+1617555{100 + sum(map(ord, account_id)) % 100:04d}",
+        "email": f"{account_id.lower()}@example.com",
         "address_line1": "1 Elm St",
         "city": "Boston",
         "region": "MA",
@@ -78,7 +79,8 @@ def test_plan_queues_due_steps_renders_them_and_audits_each(app: App, tmp_path: 
     report = app.planner().plan(NOW)
     assert report.counts[("early", "sms", "queued")] == 1
     assert report.counts[("mid", "sms", "queued")] == 1
-    assert report.counts[("mid", "email", "queued")] == 1
+    # The email goes an hour after the SMS: US.gap.electronic (house rule HR-9).
+    assert report.counts[("mid", "email", "deferred:cap_email_sms_1h")] == 1
     queued = messages(app, status="queued")
     assert {(m["account_id"], m["stage"], m["step"], m["channel"]) for m in queued} == {
         ("A-1", "early", "day1", "sms"),
@@ -432,3 +434,57 @@ def test_chinese_statutory_holiday_defers_to_the_next_working_day(app: App, tmp_
     # The days off run to 7 October 2026 (two of them swapped for make-up working
     # days, which the holidays package knows); 08:00 on the 8th in Shanghai.
     assert m["scheduled_for"] == datetime(2026, 10, 8, 0, 0, tzinfo=UTC)
+
+
+def test_one_person_with_two_debts_is_capped_once_not_twice(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    same_person = {"phone": "+16175550142", "email": "pat@example.com"}
+    load(
+        app,
+        tmp_path,
+        [row("A-1", days_ago(1), **same_person), row("A-2", days_ago(8), **same_person)],
+    )
+    report = app.planner().plan(NOW)
+    # One SMS per person per day (US.cap.sms_day): the second debt's SMS waits a day.
+    assert report.counts[("early", "sms", "queued")] == 1
+    assert report.counts[("early", "sms", "deferred:cap_sms_1d")] == 1
+    deferred = next(m for m in messages(app) if m["hold_reason"] == "cap_sms_1d")
+    assert deferred["rule_id"] == "US.cap.sms_day"
+    assert deferred["scheduled_for"] == NOW + timedelta(days=1)
+    asyncio.run(app.sender().send(NOW))
+    assert len(channels[ChannelKind.SMS].delivered) == 1
+    asyncio.run(app.sender().send(NOW + timedelta(days=1)))
+    assert len(channels[ChannelKind.SMS].delivered) == 2
+
+
+def test_caps_are_checked_again_at_the_moment_of_sending(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1), phone="+16175550150")])
+    app.planner().plan(NOW)
+    # Another account of the same person got an SMS after this one was planned (e.g. a
+    # message queued by hand); the cap now holds this one back at send time.
+    load(app, tmp_path, [row("B-1", days_ago(1), phone="+16175550150")], "b.csv")
+    with app.store.engine.begin() as conn:
+        conn.execute(
+            MESSAGE.insert().values(
+                message_id="x" * 32,
+                idempotency_key="B-1|manual",
+                account_id="B-1",
+                cycle=1,
+                stage="early",
+                step="manual",
+                channel="sms",
+                status="sent",
+                dpd=1,
+                sent_at=NOW - timedelta(hours=2),
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    report = asyncio.run(app.sender().send(NOW))
+    assert report.counts[("sms", "deferred:cap_sms_1d")] == 1
+    assert channels[ChannelKind.SMS].attempts == []
+    [m] = messages(app, account_id="A-1")
+    assert (m["status"], m["scheduled_for"]) == ("queued", NOW + timedelta(hours=22))
