@@ -115,18 +115,18 @@ def _blocked(
     return None
 
 
-def _candidates(now: datetime, place: Place, chain: Sequence[Pack]) -> list[datetime]:
+def _candidates(now: datetime, place: Place, chain: Sequence[Pack], days: range) -> list[datetime]:
     """Every instant at which the allowed set can begin: window starts and midnights.
 
     The earliest allowed instant after ``now`` is ``now`` itself or one of these, because
     the allowed set is an intersection of unions of intervals that open at them.
     """
     starts = {w.start for pack in chain for w in pack.windows} | {time(0, 0)}
-    found = {now}
+    found = {now} if days.start == 0 else set()
     for zone in place.zones:
         tz = ZoneInfo(zone)
         first = now.astimezone(tz).date()
-        for offset in range(HORIZON_DAYS + 1):
+        for offset in days:
             day = first + timedelta(days=offset)
             for start in starts:
                 instant = datetime.combine(day, start, tzinfo=tz)
@@ -164,7 +164,9 @@ def next_allowed(
     """The first instant at or after ``now`` when contact is allowed, or None when there is
     none within :data:`HORIZON_DAYS` (e.g. candidate zones too far apart to share a window:
     then the message is held as ``no_contact_window`` for a person to resolve)."""
-    for candidate in _candidates(now, place, chain):
-        if _blocked(candidate, place, channel, chain, is_holiday) is None:
-            return candidate
+    # Most waits end within two days (a night, a weekend day); look further only if not.
+    for days in (range(0, 3), range(3, HORIZON_DAYS + 1)):
+        for candidate in _candidates(now, place, chain, days):
+            if _blocked(candidate, place, channel, chain, is_holiday) is None:
+                return candidate
     return None

@@ -18,8 +18,9 @@ class AccountBase(SQLModel):
     balance_minor: int = Field(sa_type=BigInteger)
     currency: str = Field(max_length=3)
     due_date: date = Field(index=True)
-    phone: str | None = None
-    email: str | None = None
+    # Indexed: caps find a person's other accounts by phone or email.
+    phone: str | None = Field(default=None, index=True)
+    email: str | None = Field(default=None, index=True)
     address_line1: str | None = None
     address_line2: str | None = None
     city: str | None = None

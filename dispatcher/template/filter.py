@@ -57,13 +57,23 @@ def make_filters(locale: str) -> dict[str, Callable[..., Any]]:
     """
     loc = babel_locale(locale)
 
+    # One account's SMS, email and letter format the same amount and date: formatting
+    # through babel is the dearest step of a render, so each result is kept.
+    @lru_cache(maxsize=4096)
+    def formatted_money(value: Number, code: str) -> str:
+        return str(format_currency(value, code, locale=loc))
+
+    @lru_cache(maxsize=4096)
+    def formatted_date(value: date, format: str) -> str:
+        return str(format_date(value, format=format, locale=loc))
+
     @pass_context
     def money(context: Context, value: Number, currency: str | None = None) -> str:
         """``{{ balance|money }}``: the amount in the context's (or the given) currency."""
         code = currency if currency is not None else context.resolve_or_missing("currency")
         if not isinstance(code, str):
             raise ValueError("money needs a currency: pass one or set `currency`")
-        return str(format_currency(value, code, locale=loc))
+        return formatted_money(value, code)
 
     def date_(value: date | datetime, format: str = "medium") -> str:
         """``{{ due_date|date }}`` or ``|date("long")``: a localised calendar date."""
@@ -71,7 +81,7 @@ def make_filters(locale: str) -> dict[str, Callable[..., Any]]:
             raise ValueError(f"date format must be one of {sorted(DATE_FORMATS)}")
         if isinstance(value, datetime):
             value = value.date()
-        return str(format_date(value, format=format, locale=loc))
+        return formatted_date(value, format)
 
     def number(value: Number) -> str:
         """``{{ dpd|number }}``: a localised number with grouping separators."""
