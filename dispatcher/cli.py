@@ -25,6 +25,7 @@ from dispatcher import view
 from dispatcher.bootstrap import App, bootstrap
 from dispatcher.clock import SystemClock, parse_instant
 from dispatcher.error import DispatcherError, InputError
+from dispatcher.service import explainer
 from dispatcher.service.export import write_messages
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
@@ -273,6 +274,18 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
             _ts(a["at"]), a["event"], a["actor"], (a["message_id"] or "")[:8], a["detail"]
         )
     out.print(trail)
+
+
+@app.command()
+def explain(account_id: str, now: NowOption = None, as_json: JsonOption = False) -> None:
+    """Why was (or wasn't) this customer contacted: each due step with its rule and source."""
+    wired, at = _app(), _now(now)
+    story = explainer.explain(wired.store, wired.strategy, wired.timing, account_id, at)
+    if as_json:
+        out.print_json(json.dumps(view.explanation_dict(story), ensure_ascii=False))
+    else:
+        for line in [*view.explanation_lines(story), *view.explanation_steps(story)]:
+            out.print(line, markup=False, highlight=False)
 
 
 @export_app.command("messages")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from dispatcher.service.explainer import Explanation
 from dispatcher.service.importer import ImportReport
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
@@ -77,4 +78,55 @@ def import_dict(report: ImportReport) -> dict[str, object]:
         "updated": report.updated,
         "rejected": report.rejected,
         "reject_file": str(report.reject_path) if report.reject_path else None,
+    }
+
+
+def explanation_lines(story: Explanation) -> list[str]:
+    a = story.account
+    where = ", ".join(story.zones)
+    return [
+        f"{a.account_id}  {a.full_name}  {a.balance} {a.currency}  due {a.due_date}  "
+        f"cycle {a.cycle}  status {a.status.value}",
+        f"at {story.now.isoformat(timespec='minutes')}: {story.dpd} days past due → stage "
+        f"{story.stage or '(none)'}; zones {where}; packs {' → '.join(story.packs)}",
+    ]
+
+
+def explanation_steps(story: Explanation) -> list[str]:
+    """One line per due step: what happened or would, why, by which rule and source."""
+    lines = []
+    for s in story.steps:
+        line = f"{s.stage}/{s.step} {s.channel} (due at DPD {s.due_dpd}): {s.outcome}"
+        if s.reason:
+            line += f" — {s.reason}"
+        if s.at:
+            line += f", {s.at.isoformat(timespec='minutes')}"
+        if s.rule_id:
+            line += f"\n    rule {s.rule_id}: {s.source or '(source unknown)'}"
+        lines.append(line)
+    return lines or ["no step of this stage is due yet"]
+
+
+def explanation_dict(story: Explanation) -> dict[str, object]:
+    return {
+        "account_id": story.account.account_id,
+        "now": story.now.isoformat(),
+        "dpd": story.dpd,
+        "stage": story.stage,
+        "zones": list(story.zones),
+        "packs": list(story.packs),
+        "steps": [
+            {
+                "stage": s.stage,
+                "step": s.step,
+                "channel": s.channel,
+                "due_dpd": s.due_dpd,
+                "outcome": s.outcome,
+                "reason": s.reason,
+                "rule_id": s.rule_id,
+                "source": s.source,
+                "at": s.at.isoformat() if s.at else None,
+            }
+            for s in story.steps
+        ],
     }

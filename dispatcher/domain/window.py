@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -168,5 +168,5 @@ def next_allowed(
     for days in (range(0, 3), range(3, HORIZON_DAYS + 1)):
         for candidate in _candidates(now, place, chain, days):
             if _blocked(candidate, place, channel, chain, is_holiday) is None:
-                return candidate
+                return candidate.astimezone(UTC)
     return None

@@ -240,3 +240,32 @@ def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     # A second run is idempotent: nothing new is sent.
     second = run(tmp_path, "demo", "--accounts", "120", "--now", NOW.isoformat())
     assert second.returncode == 0 and "nothing new was due" in second.stdout
+
+
+def test_explain_says_why_with_rule_and_source(initialised: Path) -> None:
+    csv_path = write_csv(
+        initialised / "accounts.csv",
+        [row("A-1", days_ago(1)), row("A-3", days_ago(3), dispute="true")],
+    )
+    assert run(initialised, "import", "accounts", str(csv_path)).returncode == 0
+    night = (NOW - timedelta(hours=8)).isoformat()  # 03:00 in New York
+    # Before any plan: what the planner would decide now, and why.
+    result = run(initialised, "explain", "A-1", "--now", night, "--json")
+    assert result.returncode == 0, result.stderr
+    story = json.loads(result.stdout)
+    assert (story["dpd"], story["stage"], story["packs"]) == (1, "early", ["US-MA", "US"])
+    [step] = story["steps"]
+    assert (step["outcome"], step["reason"], step["rule_id"]) == (
+        "would defer",
+        "quiet_hours",
+        "US.window.fdcpa",
+    )
+    assert "FDCPA §805(a)(1)" in step["source"]
+    assert step["at"] == (NOW - timedelta(hours=3)).isoformat()  # 08:00 EDT
+    held = json.loads(run(initialised, "explain", "A-3", "--now", night, "--json").stdout)
+    assert [(s["outcome"], s["rule_id"]) for s in held["steps"]] == [("would hold", "hold.dispute")]
+    # After the plan the stored decision is shown, readable for people.
+    assert run(initialised, "plan", "--now", night).returncode == 0
+    text = run(initialised, "explain", "A-3", "--now", night).stdout
+    assert "early/day1 sms (due at DPD 1): held — dispute" in text
+    assert "rule hold.dispute: FDCPA §809(b)" in text
