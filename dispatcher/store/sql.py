@@ -363,7 +363,8 @@ class SqlStore:
                     update(MESSAGE)
                     .where(
                         MESSAGE.c.message_id == bindparam("v_message_id"),
-                        MESSAGE.c.status.in_(PENDING),
+                        # Not IN (...): an expanding list cannot go into executemany.
+                        or_(*(MESSAGE.c.status == status for status in PENDING)),
                     )
                     .values(
                         status=bindparam("v_status"),
