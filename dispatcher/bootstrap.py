@@ -6,6 +6,7 @@ daemon) once at start-up, and tests call it with their own settings.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,8 +18,10 @@ from sqlalchemy.engine import make_url
 
 from dispatcher.channel import Channel
 from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
+from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.retry import RetryPolicy
 from dispatcher.domain.strategy import ChannelKind, Strategy
+from dispatcher.error import InputError
 from dispatcher.holiday import is_holiday
 from dispatcher.policy_book import PolicyBook
 from dispatcher.service.planner import Planner
@@ -131,3 +134,18 @@ def bootstrap(
         store=build_store(settings.database_url),
         channels=channels if channels is not None else file_channels(settings),
     )
+
+
+def simulation_copy(app: App, directory: Path) -> App:
+    """The same application on a snapshot of its SQLite database, with in-memory channels.
+
+    What ``simulate`` runs on: nothing it does can reach a customer or the real outbox.
+    """
+    url = make_url(app.settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise InputError("simulate works on the SQLite database (copying PostgreSQL is not built)")
+    target = directory / "simulation.db"
+    with sqlite3.connect(url.database) as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    settings = app.settings.model_copy(update={"database_url": f"sqlite:///{target}"})
+    return bootstrap(settings, channels={kind: MemoryChannel() for kind in ChannelKind})

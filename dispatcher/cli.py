@@ -10,9 +10,10 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,10 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dispatcher import view
-from dispatcher.bootstrap import App, bootstrap
+from dispatcher.bootstrap import App, bootstrap, simulation_copy
 from dispatcher.clock import SystemClock, parse_instant
 from dispatcher.error import DispatcherError, InputError
-from dispatcher.service import explainer
+from dispatcher.service import explainer, simulator
 from dispatcher.service.export import write_messages
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
@@ -286,6 +287,39 @@ def explain(account_id: str, now: NowOption = None, as_json: JsonOption = False)
     else:
         for line in [*view.explanation_lines(story), *view.explanation_steps(story)]:
             out.print(line, markup=False, highlight=False)
+
+
+@app.command()
+def simulate(
+    start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD, UTC) or instant.")],
+    days: Annotated[int, typer.Option("--days", min=1, max=730, help="How many days.")] = 30,
+    accounts: Annotated[
+        Path | None, typer.Option("--accounts", help="Import this CSV into the copy first.")
+    ] = None,
+    step_hours: Annotated[float, typer.Option("--step-hours", min=0.25)] = 1.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay the calendar on a throwaway copy of the database: what would go, what is held."""
+    wired = _app()
+    begin = _since(start)
+    assert begin is not None
+    with tempfile.TemporaryDirectory(prefix="dispatcher-simulate-") as tmp:
+        copy = simulation_copy(wired, Path(tmp))
+        if accounts is not None:
+            import_accounts(
+                copy.store,
+                accounts,
+                now=begin,
+                default_timezone=copy.settings.default_timezone,
+                default_region=copy.settings.default_region,
+            )
+        result = simulator.simulate(copy, begin, days, timedelta(hours=step_hours))
+    if as_json:
+        out.print_json(json.dumps(view.simulation_dict(result), ensure_ascii=False))
+        return
+    for line in view.simulation_lines(result):
+        out.print(line, markup=False, highlight=False)
+    out.print(view.simulation_table(result))
 
 
 @export_app.command("messages")

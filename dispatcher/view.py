@@ -8,6 +8,7 @@ from dispatcher.service.explainer import Explanation
 from dispatcher.service.importer import ImportReport
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
+from dispatcher.service.simulator import Simulation
 
 
 def plan_table(report: PlanReport) -> Table:
@@ -128,5 +129,54 @@ def explanation_dict(story: Explanation) -> dict[str, object]:
                 "at": s.at.isoformat() if s.at else None,
             }
             for s in story.steps
+        ],
+    }
+
+
+def simulation_lines(result: Simulation) -> list[str]:
+    """The timeline: per account, per day, what went (UTC time, stage/step, channel)."""
+    lines = [
+        f"simulation {result.start.isoformat(timespec='minutes')} → "
+        f"{result.end.isoformat(timespec='minutes')}: {len(result.sent)} messages sent"
+    ]
+    for account_id, by_day in result.timeline().items():
+        lines.append(account_id)
+        for day, sent in by_day.items():
+            went = "; ".join(
+                f"{s.at:%H:%M} {s.stage}/{s.step} {s.channel}"
+                + (f" (waited: {s.hold_reason})" if s.hold_reason else "")
+                for s in sent
+            )
+            lines.append(f"  {day}  {went}")
+        lines += [f"  held: {h}" for h in result.held.get(account_id, [])]
+    return lines
+
+
+def simulation_table(result: Simulation) -> Table:
+    table = Table("stage", "channel", "outcome", "count", title="totals")
+    for (stage, channel, outcome), n in sorted(result.totals.items()):
+        table.add_row(stage, channel, outcome, str(n))
+    return table
+
+
+def simulation_dict(result: Simulation) -> dict[str, object]:
+    return {
+        "from": result.start.isoformat(),
+        "to": result.end.isoformat(),
+        "sent": [
+            {
+                "at": s.at.isoformat(),
+                "account_id": s.account_id,
+                "stage": s.stage,
+                "step": s.step,
+                "channel": s.channel,
+                "waited_for": s.hold_reason,
+            }
+            for s in sorted(result.sent, key=lambda s: (s.at, s.account_id))
+        ],
+        "held": dict(result.held),
+        "totals": [
+            {"stage": st, "channel": ch, "outcome": o, "count": n}
+            for (st, ch, o), n in sorted(result.totals.items())
         ],
     }

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from dispatcher.domain.account import Account
 from dispatcher.domain.decision import Decision, End, EndReason, HoldBack, Queue, plan_account
@@ -103,8 +104,17 @@ class _Batch:
 
     now: datetime
     report: PlanReport
-    ledger: ContactLedger
+    contacts: Callable[[], ContactLedger]
     write: PlanWrite = field(default_factory=PlanWrite)
+    _ledger: ContactLedger | None = None
+
+    @property
+    def ledger(self) -> ContactLedger:
+        """The persons' contacts, read on first need: a re-plan that queues nothing
+        (the usual case every few minutes) never pays for them."""
+        if self._ledger is None:
+            self._ledger = self.contacts()
+        return self._ledger
 
     def row(self, row: dict[str, object], *, existing: bool) -> None:
         if existing:
@@ -273,11 +283,7 @@ class Planner:
         report = PlanReport(now=now, dry_run=dry_run)
         for accounts in self.store.plannable_batches(self.horizon(now).date(), self.batch_size):
             existing = self.store.existing_messages([a.account_id for a in accounts])
-            counted = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.QUEUED)
-            ledger = ContactLedger(
-                self.store.contacts(accounts, now - self.timing.lookback, counted)
-            )
-            batch = _Batch(now, report, ledger)
+            batch = _Batch(now, report, partial(self._contacts, accounts, now))
             for account in accounts:
                 history = existing.get(account.account_id, ())
                 for decision in plan_account(account, now, self.strategy, history):
@@ -288,6 +294,10 @@ class Planner:
             if on_progress is not None:
                 on_progress(len(accounts))
         return report
+
+    def _contacts(self, accounts: list[Account], now: datetime) -> ContactLedger:
+        counted = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.QUEUED)
+        return ContactLedger(self.store.contacts(accounts, now - self.timing.lookback, counted))
 
     def _record(self, account: Account, decision: Decision, batch: _Batch) -> None:
         if isinstance(decision, End):

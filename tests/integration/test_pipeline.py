@@ -182,8 +182,12 @@ def test_paying_ends_pending_messages(app: App, tmp_path: Path) -> None:
     load(app, tmp_path, [row("A-1", days_ago(1)), row("A-2", days_ago(40))])
     app.planner().plan(NOW)
     assert len(messages(app)) == 3
-    load(app, tmp_path, [row("A-1", days_ago(1), status="paid"),
-                         row("A-2", days_ago(40), status="paid")], "paid.csv")
+    load(
+        app,
+        tmp_path,
+        [row("A-1", days_ago(1), status="paid"), row("A-2", days_ago(40), status="paid")],
+        "paid.csv",
+    )
     app.planner().plan(NOW)
     # Every pending message of the batch ends in one statement, with its reason.
     assert {(m["status"], m["hold_reason"]) for m in messages(app)} == {
