@@ -269,3 +269,29 @@ def test_explain_says_why_with_rule_and_source(initialised: Path) -> None:
     text = run(initialised, "explain", "A-3", "--now", night).stdout
     assert "early/day1 sms (due at DPD 1): held — dispute" in text
     assert "rule hold.dispute: FDCPA §809(b)" in text
+
+
+def test_simulate_replays_days_on_a_copy_and_leaves_the_database_alone(initialised: Path) -> None:
+    csv_path = write_csv(initialised / "accounts.csv", [row("A-1", days_ago(-4))])
+    assert run(initialised, "import", "accounts", str(csv_path)).returncode == 0
+    result = run(
+        initialised,
+        "simulate",
+        "--from",
+        NOW.date().isoformat(),
+        "--days",
+        "40",
+        "--step-hours",
+        "4",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    story = json.loads(result.stdout)
+    went = [(s["stage"], s["step"], s["channel"]) for s in story["sent"]]
+    assert went[0] == ("pre_due", "day3", "sms")
+    assert ("early", "day1", "sms") in went and ("mid", "day1", "email") in went
+    # The real outbox is untouched: nothing was planned or sent there.
+    exported = run(initialised, "export", "messages", "--format", "jsonl").stdout
+    assert exported == ""
+    text = run(initialised, "simulate", "--from", NOW.date().isoformat(), "--days", "3")
+    assert "A-1" in text.stdout and "totals" in text.stdout
