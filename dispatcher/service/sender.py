@@ -143,77 +143,7 @@ class Sender:
         ledger: ContactLedger,
         report: SendReport,
     ) -> None:
-        channel = message.channel.value
-        hold = hold_for(account, message.channel, now) if account else None
-        if hold is not None:
-            self.store.finish_send(
-                message.message_id,
-                {
-                    "status": MessageStatus.HELD.value,
-                    "hold_reason": hold.reason.value,
-                    "rule_id": hold.rule_id,
-                    "hold_until": hold.until,
-                    "updated_at": now,
-                },
-                [
-                    self._audit(
-                        "message_held",
-                        message,
-                        now,
-                        {"reason": hold.reason.value, "rule_id": hold.rule_id, "at": "send"},
-                    )
-                ],
-            )
-            report.add(channel, f"held:{hold.reason.value}")
-            return
-        timing = None
-        if account is not None:
-            contacts = ledger.of(account, excluding=message.message_id)
-            timing = self.timing.verdict(account, message.channel, now, contacts)
-        if timing is not None and not timing.allowed and timing.next_allowed is None:
-            no_window = hold_because(HoldReason.NO_CONTACT_WINDOW)
-            self.store.finish_send(
-                message.message_id,
-                {
-                    "status": MessageStatus.HELD.value,
-                    "hold_reason": no_window.reason.value,
-                    "rule_id": no_window.rule_id,
-                    "hold_until": None,
-                    "updated_at": now,
-                },
-                [
-                    self._audit(
-                        "message_held",
-                        message,
-                        now,
-                        {
-                            "reason": no_window.reason.value,
-                            "rule_id": no_window.rule_id,
-                            "window_rule": timing.rule_id,
-                            "at": "send",
-                        },
-                    )
-                ],
-            )
-            report.add(channel, f"held:{no_window.reason.value}")
-            return
-        if timing is not None and not timing.allowed:
-            self.store.finish_send(
-                message.message_id,
-                {
-                    "status": MessageStatus.QUEUED.value,
-                    "scheduled_for": timing.next_allowed,
-                    "hold_reason": timing.reason,
-                    "rule_id": timing.rule_id,
-                    "updated_at": now,
-                },
-                [
-                    self._audit(
-                        "message_deferred", message, now, {**deferral_detail(timing), "at": "send"}
-                    )
-                ],
-            )
-            report.add(channel, f"deferred:{timing.reason}")
+        if account is not None and self._held_back(message, account, now, ledger, report):
             return
         if account is not None:
             ledger.add(message.message_id, account, message.channel, now)
@@ -259,7 +189,84 @@ class Sender:
                 )
             ],
         )
-        report.add(channel, "sent")
+        report.add(message.channel.value, "sent")
+
+    def _held_back(
+        self,
+        message: ClaimedMessage,
+        account: Account,
+        now: datetime,
+        ledger: ContactLedger,
+        report: SendReport,
+    ) -> bool:
+        """Check holds, windows, holidays and caps once more at the moment of sending.
+
+        Returns True when the message must not go now: it is then held (with its reason)
+        or deferred to the next allowed instant, and audited either way.
+        """
+        hold = hold_for(account, message.channel, now)
+        window_rule = None
+        if hold is None:
+            contacts = ledger.of(account, excluding=message.message_id)
+            timing = self.timing.verdict(account, message.channel, now, contacts)
+            if timing.allowed:
+                return False
+            if timing.next_allowed is not None:
+                self._record(
+                    message,
+                    now,
+                    report,
+                    "message_deferred",
+                    {
+                        "status": MessageStatus.QUEUED.value,
+                        "scheduled_for": timing.next_allowed,
+                        "hold_reason": timing.reason,
+                        "rule_id": timing.rule_id,
+                    },
+                    {**deferral_detail(timing), "at": "send"},
+                    f"deferred:{timing.reason}",
+                )
+                return True
+            hold, window_rule = hold_because(HoldReason.NO_CONTACT_WINDOW), timing.rule_id
+        detail: dict[str, object] = {
+            "reason": hold.reason.value,
+            "rule_id": hold.rule_id,
+            "at": "send",
+        }
+        if window_rule:
+            detail["window_rule"] = window_rule
+        self._record(
+            message,
+            now,
+            report,
+            "message_held",
+            {
+                "status": MessageStatus.HELD.value,
+                "hold_reason": hold.reason.value,
+                "rule_id": hold.rule_id,
+                "hold_until": hold.until,
+            },
+            detail,
+            f"held:{hold.reason.value}",
+        )
+        return True
+
+    def _record(
+        self,
+        message: ClaimedMessage,
+        now: datetime,
+        report: SendReport,
+        event: str,
+        values: dict[str, object],
+        detail: dict[str, object],
+        outcome: str,
+    ) -> None:
+        self.store.finish_send(
+            message.message_id,
+            {**values, "updated_at": now},
+            [self._audit(event, message, now, detail)],
+        )
+        report.add(message.channel.value, outcome)
 
     def _failed(
         self,

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dispatcher.account_file import FLAG_COLUMNS
 from dispatcher.bootstrap import bootstrap
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.account import Account, Flag
@@ -37,15 +38,7 @@ PERSONS = {
     5: ("IN", "", "+918123456789", ["Asia/Kolkata"], "default"),
     6: ("AU", "", "+61412345678", ["Australia/Adelaide"], "default"),
 }
-FLAGS = [
-    "dispute",
-    "bankruptcy",
-    "cease_and_desist",
-    "deceased",
-    "do_not_contact",
-    "opt_out_sms",
-    "opt_out_email",
-]
+FLAGS = list(FLAG_COLUMNS)
 
 account_rows = st.lists(
     st.fixed_dictionaries(
