@@ -114,6 +114,7 @@ class App:
             self.channels,
             RetryPolicy(send.max_attempts, send.backoff_base_seconds, send.backoff_max_seconds),
             self.timing,
+            self.strategy,
             batch_size=send.batch_size,
             concurrency=send.concurrency,
             unsubscribe_url=lambda account_id: pattern.format(account_id=account_id),

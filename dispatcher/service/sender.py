@@ -17,10 +17,12 @@ from datetime import datetime, timedelta
 
 from dispatcher.channel import Channel, Outbound, Receipt
 from dispatcher.domain.account import Account
+from dispatcher.domain.decision import EndReason
 from dispatcher.domain.message import MessageStatus
 from dispatcher.domain.policy import HoldReason, hold_because, hold_for
 from dispatcher.domain.retry import RetryPolicy, next_attempt_at
-from dispatcher.domain.strategy import ChannelKind
+from dispatcher.domain.staging import days_past_due
+from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.error import DeliveryError, PermanentDelivery
 from dispatcher.service.ledger import ContactLedger
 from dispatcher.service.planner import deferral_detail
@@ -50,6 +52,7 @@ class Sender:
         channels: Mapping[ChannelKind, Channel],
         retry: RetryPolicy,
         timing: ContactTiming,
+        strategy: Strategy,
         *,
         batch_size: int = 500,
         concurrency: int = 8,
@@ -61,6 +64,7 @@ class Sender:
         self.channels = channels
         self.retry = retry
         self.timing = timing
+        self.strategy = strategy
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.unsubscribe_url = unsubscribe_url
@@ -204,6 +208,18 @@ class Sender:
         Returns True when the message must not go now: it is then held (with its reason)
         or deferred to the next allowed instant, and audited either way.
         """
+        ended = self._ended(message, account, now)
+        if ended is not None:
+            self._record(
+                message,
+                now,
+                report,
+                "message_expired",
+                {"status": MessageStatus.EXPIRED.value, "hold_reason": ended.value},
+                {"reason": ended.value, "at": "send"},
+                ended.value,
+            )
+            return True
         hold = hold_for(account, message.channel, now)
         window_rule = None
         if hold is None:
@@ -250,6 +266,18 @@ class Sender:
             f"held:{hold.reason.value}",
         )
         return True
+
+    def _ended(self, message: ClaimedMessage, account: Account, now: datetime) -> EndReason | None:
+        """Why a queued message can no longer be right: the account paid, started a new
+        cycle or left the message's stage since it was planned (e.g. while it waited)."""
+        if not account.collectible:
+            return EndReason.NOT_COLLECTIBLE
+        if account.cycle != message.cycle:
+            return EndReason.CYCLE_ENDED
+        stage = self.strategy.stage_for(days_past_due(account.due_date, account.timezone, now))
+        if stage is None or stage.id != message.stage:
+            return EndReason.STAGE_LEFT
+        return None
 
     def _record(
         self,

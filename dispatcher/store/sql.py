@@ -115,6 +115,8 @@ class ClaimedMessage:
     body_html: str | None
     locale: str | None
     attempts: int
+    cycle: int = 1
+    stage: str = ""
 
 
 # Columns a planner update may change on an existing outbox row (a release or a new hold).
@@ -415,6 +417,8 @@ class SqlStore:
                 body_html=r["body_html"],
                 locale=r["locale"],
                 attempts=r["attempts"],
+                cycle=r["cycle"],
+                stage=r["stage"],
             )
             for r in rows
         ]

@@ -495,3 +495,32 @@ def test_caps_are_checked_again_at_the_moment_of_sending(
     assert channels[ChannelKind.SMS].attempts == []
     [m] = messages(app, account_id="A-1")
     assert (m["status"], m["scheduled_for"]) == ("queued", NOW + timedelta(hours=22))
+
+
+def test_a_waiting_message_is_expired_at_send_if_the_account_paid_meanwhile(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))], now=NIGHT)
+    app.planner().plan(NIGHT)  # deferred to 08:00 New York
+    load(app, tmp_path, [row("A-1", days_ago(1), status="paid")], "paid.csv", NIGHT)
+    # The sender runs at 08:00 before any new plan: the payment stops the message.
+    report = asyncio.run(app.sender().send(datetime(2026, 6, 10, 12, 0, tzinfo=UTC)))
+    assert report.counts[("sms", "account_not_collectible")] == 1
+    assert channels[ChannelKind.SMS].attempts == []
+    [m] = messages(app)
+    assert (m["status"], m["hold_reason"]) == ("expired", "account_not_collectible")
+
+
+def test_a_message_that_waited_past_its_stage_is_expired_at_send(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    # Day 30 of `early`, 03:00 in New York: the SMS waits for 08:00, by which time... it is
+    # still day 30. Sending it only days later (the sender was down) finds the account in
+    # `mid`: the early reminder is no longer true and is expired, not sent.
+    load(app, tmp_path, [row("A-1", days_ago(30))], now=NIGHT)
+    app.planner().plan(NIGHT)
+    [m] = messages(app, status="queued")
+    assert (m["stage"], m["step"]) == ("early", "day15")
+    report = asyncio.run(app.sender().send(NIGHT + timedelta(days=2)))
+    assert report.counts[("sms", "stage_left")] == 1
+    assert channels[ChannelKind.SMS].attempts == []
