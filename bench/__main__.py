@@ -36,9 +36,11 @@ def _child(step: str, settings: Path, extra: list[str]) -> dict[str, float]:
         [sys.executable, "-m", "bench.child", step, str(settings), *extra],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         cwd=ROOT,
     )
+    if result.returncode != 0:
+        sys.exit(f"bench: the {step} step failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 

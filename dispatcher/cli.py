@@ -7,6 +7,7 @@ input, database not initialised) print one line and exit 2; they never show a tr
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -25,6 +26,8 @@ from rich.table import Table
 from dispatcher import view
 from dispatcher.bootstrap import App, bootstrap, simulation_copy
 from dispatcher.clock import SystemClock, parse_instant
+from dispatcher.domain.policy import PLACEABLE, HoldReason
+from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, InputError
 from dispatcher.service import explainer, simulator
 from dispatcher.service.export import write_messages
@@ -42,7 +45,9 @@ app = typer.Typer(
 import_app = typer.Typer(no_args_is_help=True, help="Bring data in.")
 export_app = typer.Typer(no_args_is_help=True, help="Take data out.")
 app.add_typer(import_app, name="import")
+hold_app = typer.Typer(no_args_is_help=True, help="Place, lift and list holds.")
 app.add_typer(export_app, name="export")
+app.add_typer(hold_app, name="hold")
 
 out = Console()
 err = Console(stderr=True)
@@ -224,19 +229,14 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
     )
     audit = wired.store.audit_of(account_id)
     if as_json:
-
-        def plain(row: Mapping[Any, Any]) -> dict[str, object]:
-            return {
-                k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()
-            }
-
         out.print_json(
             json.dumps(
                 {
                     "account_id": account_id,
                     "cycle": account.cycle,
-                    "messages": [plain(m) for m in messages],
-                    "audit": [{**plain(a), "detail": json.loads(a["detail"])} for a in audit],
+                    "messages": [_plain(m) for m in messages],
+                    "holds": [_plain(h) for h in wired.store.holds_of(account_id)],
+                    "audit": [{**_plain(a), "detail": json.loads(a["detail"])} for a in audit],
                 },
                 ensure_ascii=False,
             )
@@ -269,6 +269,23 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
             _ts(m["sent_at"]),
         )
     out.print(table)
+    holds = wired.store.holds_of(account_id)
+    if holds:
+        placed = Table(
+            "id", "reason", "channel", "from", "until", "by", "note", "lifted", title="holds"
+        )
+        for h in holds:
+            placed.add_row(
+                str(h["id"]),
+                h["reason"],
+                h["channel"] or "all",
+                _ts(h["starts_at"]),
+                _ts(h["ends_at"]),
+                h["created_by"],
+                h["note"],
+                _ts(h["lifted_at"]),
+            )
+        out.print(placed)
     trail = Table("at", "event", "actor", "message", "detail", title="audit")
     for a in audit:
         trail.add_row(
@@ -320,6 +337,110 @@ def simulate(
     for line in view.simulation_lines(result):
         out.print(line, markup=False, highlight=False)
     out.print(view.simulation_table(result))
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@hold_app.command("add")
+def hold_add(
+    account_id: str,
+    reason: Annotated[str, typer.Option(help="dispute, bankruptcy, promise_to_pay, ...")],
+    note: Annotated[str, typer.Option(help="Evidence: why, and where the proof is.")],
+    channel: Annotated[str | None, typer.Option(help="Only this channel.")] = None,
+    until: Annotated[str | None, typer.Option(help="Lifts by itself then (date or time).")] = None,
+    person: Annotated[
+        bool, typer.Option("--person", help="Every account sharing the phone or email.")
+    ] = False,
+    now: NowOption = None,
+) -> None:
+    """Place a hold on an account (or the person behind it), with an evidence note."""
+    choices = {r.value for r in PLACEABLE}
+    if reason not in choices:
+        raise InputError(f"--reason {reason!r}: choose one of {', '.join(sorted(choices))}")
+    if channel is not None and channel not in {c.value for c in ChannelKind}:
+        raise InputError(f"--channel {channel!r}: choose sms, email or letter")
+    channel = {"opted_out_sms": "sms", "opted_out_email": "email"}.get(reason, channel)
+    if not note.strip():
+        raise InputError("--note must say why (the evidence), it is kept with the hold")
+    if reason == HoldReason.PROMISE_TO_PAY and until is None:
+        raise InputError("a promise to pay needs --until (the promised date)")
+    wired, at = _app(), _now(now)
+    if wired.store.account(account_id) is None:
+        raise InputError(f"no account {account_id!r}")
+    ends = _since(until) if until else None
+    if ends is not None and until and len(until) == 10:
+        ends += timedelta(days=1)  # a date means "through that day"
+    hold_id = wired.store.add_hold(
+        account_id,
+        reason,
+        channel=channel,
+        scope="person" if person else "account",
+        starts_at=at,
+        ends_at=ends,
+        note=note,
+        actor=_actor(),
+        now=at,
+    )
+    out.print(
+        f"hold {hold_id} placed on {account_id}: {reason}"
+        f"{' (' + channel + ')' if channel else ''}"
+        f"{' until ' + ends.isoformat() if ends else ''}",
+        markup=False,
+    )
+
+
+@hold_app.command("lift")
+def hold_lift(
+    hold_id: int,
+    note: Annotated[str, typer.Option(help="Why it is lifted.")],
+    now: NowOption = None,
+) -> None:
+    """Lift a hold; it stays in the account's history with who lifted it and why."""
+    if not note.strip():
+        raise InputError("--note must say why the hold is lifted")
+    wired, at = _app(), _now(now)
+    account_id = wired.store.lift_hold(hold_id, note=note, actor=_actor(), now=at)
+    out.print(f"hold {hold_id} on {account_id} lifted", markup=False)
+
+
+@hold_app.command("list")
+def hold_list(account_id: str, as_json: JsonOption = False) -> None:
+    """Every hold of an account, active and lifted."""
+    holds = [_plain(h) for h in _app().store.holds_of(account_id)]
+    if as_json:
+        out.print_json(json.dumps(holds, ensure_ascii=False))
+        return
+    table = Table(
+        "id",
+        "reason",
+        "channel",
+        "scope",
+        "from",
+        "until",
+        "source",
+        "note",
+        "lifted",
+        title=f"holds of {account_id}",
+    )
+    for h in holds:
+        table.add_row(
+            str(h["id"]),
+            str(h["reason"]),
+            str(h["channel"] or "all"),
+            str(h["scope"]),
+            str(h["starts_at"])[:16],
+            str(h["ends_at"] or "")[:16],
+            str(h["source"]),
+            str(h["note"]),
+            str(h["lifted_at"] or "")[:16],
+        )
+    out.print(table)
+
+
+def _plain(row: Mapping[Any, Any]) -> dict[str, object]:
+    return {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()}
 
 
 @export_app.command("messages")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -44,6 +44,21 @@ class PostalAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldRecord:
+    """A hold placed on purpose (by an import flag, a collector, a webhook), with its
+    validity; ``channel`` None means every channel. Evidence notes live in the store."""
+
+    id: int
+    reason: str
+    channel: str | None
+    starts_at: datetime
+    ends_at: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.starts_at <= now and (self.ends_at is None or now < self.ends_at)
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     """An account as the pure core needs it.
 
@@ -73,6 +88,7 @@ class Account:
     # How ``timezone`` was found (dispatcher.account_file): "explicit", "phone", "country",
     # "country_ambiguous" (one guess among several clocks) or "default".
     timezone_source: str = "explicit"
+    holds: tuple[HoldRecord, ...] = ()
 
     @property
     def collectible(self) -> bool:

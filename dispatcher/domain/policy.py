@@ -28,6 +28,8 @@ class HoldReason(StrEnum):
     PROMISE_TO_PAY = "promise_to_pay"
     OPTED_OUT_SMS = "opted_out_sms"
     OPTED_OUT_EMAIL = "opted_out_email"
+    FRAUD = "fraud"
+    PAYMENT_PLAN = "payment_plan"
     NO_PHONE = "no_phone"
     NO_EMAIL = "no_email"
     NO_ADDRESS = "no_address"
@@ -60,9 +62,20 @@ RULES: tuple[Rule, ...] = (
     Rule("hold.do_not_contact", "house rule HR-1: do-not-contact flag", HoldReason.DO_NOT_CONTACT),
     Rule("hold.dispute", "FDCPA §809(b), 15 U.S.C. §1692g(b)", HoldReason.DISPUTE),
     Rule(
+        "hold.fraud",
+        "house rule HR-10: no collection while identity theft or fraud is investigated "
+        "(FCRA §605B context)",
+        HoldReason.FRAUD,
+    ),
+    Rule(
         "hold.promise_to_pay",
         "house rule HR-2: no reminders while a promise to pay runs",
         HoldReason.PROMISE_TO_PAY,
+    ),
+    Rule(
+        "hold.payment_plan",
+        "house rule HR-2: no reminders while an agreed payment plan is kept",
+        HoldReason.PAYMENT_PLAN,
     ),
     Rule(
         "hold.opt_out_sms", "Reg F 12 CFR 1006.6(e); TCPA 47 CFR 64.1200", HoldReason.OPTED_OUT_SMS
@@ -122,9 +135,15 @@ def hold_for(account: Account, channel: ChannelKind, now: datetime) -> Hold | No
     Enforces the rules in :data:`RULES`, in order. A promise to pay lifts at the start of
     the day after the promised date, in the account's own time zone.
     """
+    placed = _placed_hold(account, channel, now)
     for flag, reason in _FLAG_HOLDS:
         if account.has(flag):
-            return hold_because(reason)
+            flagged = hold_because(reason)
+            if placed is None or _rank(flagged.reason) <= _rank(placed.reason):
+                return flagged
+            return placed
+    if placed is not None:
+        return placed
     promise = account.promise_to_pay_until
     zone = ZoneInfo(account.timezone)
     if promise is not None and now.astimezone(zone).date() <= promise:
@@ -144,6 +163,39 @@ def hold_for(account: Account, channel: ChannelKind, now: datetime) -> Hold | No
     elif channel is ChannelKind.LETTER and account.address is None:
         return hold_because(HoldReason.NO_ADDRESS)
     return None
+
+
+# Reasons a person or an import may place as a hold record (`dispatcher hold add`).
+PLACEABLE: tuple[HoldReason, ...] = (
+    HoldReason.DECEASED,
+    HoldReason.BANKRUPTCY,
+    HoldReason.CEASE_AND_DESIST,
+    HoldReason.DO_NOT_CONTACT,
+    HoldReason.DISPUTE,
+    HoldReason.FRAUD,
+    HoldReason.PROMISE_TO_PAY,
+    HoldReason.PAYMENT_PLAN,
+    HoldReason.OPTED_OUT_SMS,
+    HoldReason.OPTED_OUT_EMAIL,
+)
+_SERIOUSNESS = {rule.reason.value: rank for rank, rule in enumerate(RULES)}
+
+
+def _rank(reason: str) -> int:
+    return _SERIOUSNESS.get(reason, len(RULES))
+
+
+def _placed_hold(account: Account, channel: ChannelKind, now: datetime) -> Hold | None:
+    """The most serious active hold record that covers ``channel`` at ``now``."""
+    active = [
+        h
+        for h in account.holds
+        if h.active(now) and (h.channel is None or h.channel == channel.value)
+    ]
+    if not active:
+        return None
+    worst = min(active, key=lambda h: _rank(h.reason))
+    return hold_because(HoldReason(worst.reason), until=worst.ends_at)
 
 
 def hold_because(reason: HoldReason, until: datetime | None = None) -> Hold:

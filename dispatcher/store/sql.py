@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -32,17 +32,29 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
-from dispatcher.domain.account import Account, AccountStatus, Flag, PostalAddress
+from dispatcher.domain.account import Account, AccountStatus, Flag, HoldRecord, PostalAddress
 from dispatcher.domain.decision import Existing
 from dispatcher.domain.message import MessageKey, MessageStatus
 from dispatcher.domain.money import from_minor
 from dispatcher.domain.strategy import ChannelKind
-from dispatcher.error import StoreError
-from dispatcher.store.table import AccountBase, AccountRow, AuditRow, MessageRow
+from dispatcher.error import InputError, StoreError
+from dispatcher.store.table import AccountBase, AccountRow, AuditRow, HoldRow, MessageRow
 
 ACCOUNT: Table = AccountRow.__table__  # type: ignore[attr-defined]
 MESSAGE: Table = MessageRow.__table__  # type: ignore[attr-defined]
 AUDIT: Table = AuditRow.__table__  # type: ignore[attr-defined]
+HOLD: Table = HoldRow.__table__  # type: ignore[attr-defined]
+
+# Import flags that are holds: flag column → (hold reason, channel it covers or None).
+FLAG_HOLDS: dict[str, tuple[str, str | None]] = {
+    "dispute": ("dispute", None),
+    "bankruptcy": ("bankruptcy", None),
+    "cease_and_desist": ("cease_and_desist", None),
+    "deceased": ("deceased", None),
+    "do_not_contact": ("do_not_contact", None),
+    "opt_out_sms": ("opted_out_sms", "sms"),
+    "opt_out_email": ("opted_out_email", "email"),
+}
 
 _ACCOUNT_FIELDS = tuple(AccountBase.model_fields)
 _FLAG_COLUMNS = tuple(flag.value for flag in Flag)
@@ -194,28 +206,234 @@ class SqlStore:
         )
         stmt = stmt.on_conflict_do_update(index_elements=["account_id"], set_=assignments)
         params = [{**row, "cycle": 1, "created_at": now, "updated_at": now} for row in rows]
+        flag_columns = [ACCOUNT.c[name] for name in FLAG_HOLDS]
         with self.engine.begin() as conn:
-            existing = conn.execute(
-                select(func.count()).select_from(ACCOUNT).where(ACCOUNT.c.account_id.in_(ids))
-            ).scalar_one()
+            before = {
+                r["account_id"]: r
+                for r in conn.execute(
+                    select(ACCOUNT.c.account_id, *flag_columns).where(ACCOUNT.c.account_id.in_(ids))
+                ).mappings()
+            }
             conn.execute(stmt, params)
+            self._sync_flag_holds(conn, rows, before, now)
             self._audit(conn, audit)
-        return len(rows) - existing, existing
+        return len(rows) - len(before), len(before)
+
+    def _sync_flag_holds(
+        self,
+        conn: Connection,
+        rows: Sequence[Mapping[str, object]],
+        before: Mapping[str, RowMapping],
+        now: datetime,
+    ) -> None:
+        """An import that sets a hold flag places a hold record; one that clears it lifts
+        the record it placed. Both are audited, so the history shows when and by what."""
+        placed: list[dict[str, object]] = []
+        lifted: list[tuple[str, str]] = []
+        for row in rows:
+            account_id = str(row["account_id"])
+            old = before.get(account_id)
+            for flag, (reason, channel) in FLAG_HOLDS.items():
+                was, now_set = bool(old[flag]) if old else False, bool(row[flag])
+                if now_set and not was:
+                    placed.append(
+                        {
+                            "account_id": account_id,
+                            "reason": reason,
+                            "channel": channel,
+                            "scope": "account",
+                            "starts_at": now,
+                            "ends_at": None,
+                            "note": "flag set by import",
+                            "source": "import",
+                            "created_by": "system:importer",
+                            "created_at": now,
+                        }
+                    )
+                elif was and not now_set:
+                    lifted.append((account_id, reason))
+        if placed:
+            conn.execute(HOLD.insert(), placed)
+        for account_id, reason in lifted:
+            conn.execute(
+                update(HOLD)
+                .where(
+                    HOLD.c.account_id == account_id,
+                    HOLD.c.reason == reason,
+                    HOLD.c.source == "import",
+                    HOLD.c.lifted_at.is_(None),
+                )
+                .values(
+                    lifted_at=now, lifted_by="system:importer", lift_note="flag cleared by import"
+                )
+            )
+        self._audit(
+            conn,
+            [
+                *(
+                    AuditEntry(
+                        "hold_added",
+                        "system:importer",
+                        now,
+                        str(p["account_id"]),
+                        detail={"reason": p["reason"], "channel": p["channel"], "source": "import"},
+                    )
+                    for p in placed
+                ),
+                *(
+                    AuditEntry(
+                        "hold_lifted",
+                        "system:importer",
+                        now,
+                        account_id,
+                        detail={"reason": reason, "source": "import"},
+                    )
+                    for account_id, reason in lifted
+                ),
+            ],
+        )
+
+    # -- holds ----------------------------------------------------------------------------
+    def add_hold(
+        self,
+        account_id: str,
+        reason: str,
+        *,
+        channel: str | None,
+        scope: str,
+        starts_at: datetime,
+        ends_at: datetime | None,
+        note: str,
+        actor: str,
+        now: datetime,
+    ) -> int:
+        """Place a hold with its evidence note; returns its id. Audited in the same commit."""
+        with self.engine.begin() as conn:
+            inserted = conn.execute(
+                HOLD.insert().values(
+                    account_id=account_id,
+                    reason=reason,
+                    channel=channel,
+                    scope=scope,
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    note=note,
+                    source="manual",
+                    created_by=actor,
+                    created_at=now,
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            hold_id = inserted[0]
+            self._audit(
+                conn,
+                [
+                    AuditEntry(
+                        "hold_added",
+                        actor,
+                        now,
+                        account_id,
+                        detail={
+                            "hold_id": hold_id,
+                            "reason": reason,
+                            "channel": channel,
+                            "scope": scope,
+                            "starts_at": starts_at.isoformat(),
+                            "ends_at": ends_at.isoformat() if ends_at else None,
+                            "note": note,
+                        },
+                    )
+                ],
+            )
+        return int(hold_id)
+
+    def lift_hold(self, hold_id: int, *, note: str, actor: str, now: datetime) -> str:
+        """Lift an active hold; returns its account id. Lifted holds stay in the history."""
+        with self.engine.begin() as conn:
+            found = conn.execute(select(HOLD).where(HOLD.c.id == hold_id)).mappings().first()
+            if found is None:
+                raise InputError(f"no hold {hold_id}")
+            if found["lifted_at"] is not None:
+                raise InputError(f"hold {hold_id} was already lifted at {found['lifted_at']}")
+            conn.execute(
+                update(HOLD)
+                .where(HOLD.c.id == hold_id)
+                .values(lifted_at=now, lifted_by=actor, lift_note=note)
+            )
+            self._audit(
+                conn,
+                [
+                    AuditEntry(
+                        "hold_lifted",
+                        actor,
+                        now,
+                        found["account_id"],
+                        detail={"hold_id": hold_id, "reason": found["reason"], "note": note},
+                    )
+                ],
+            )
+        return str(found["account_id"])
+
+    def holds_of(self, account_id: str) -> list[RowMapping]:
+        """Every hold of the account, active and lifted, oldest first."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(HOLD).where(HOLD.c.account_id == account_id).order_by(HOLD.c.id)
+                ).mappings()
+            )
 
     def account(self, account_id: str) -> Account | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(select(ACCOUNT).where(ACCOUNT.c.account_id == account_id))
-                .mappings()
-                .first()
-            )
-        return to_account(row) if row else None
+        return self.accounts([account_id]).get(account_id)
 
     def accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        """Accounts by id, each with its active hold records."""
         ids = list(set(account_ids))
         with self.engine.connect() as conn:
             rows = conn.execute(select(ACCOUNT).where(ACCOUNT.c.account_id.in_(ids))).mappings()
-            return {row["account_id"]: to_account(row) for row in rows}
+            accounts = self._with_holds(conn, list(rows))
+        return {a.account_id: a for a in accounts}
+
+    def _with_holds(self, conn: Connection, rows: Sequence[RowMapping]) -> list[Account]:
+        """Map rows to accounts carrying their active holds, and those of the same person
+        (a person-scope hold on any account sharing the phone or email)."""
+        if not rows:
+            return []
+        ids = [r["account_id"] for r in rows]
+        phones = [r["phone"] for r in rows if r["phone"]]
+        emails = [r["email"] for r in rows if r["email"]]
+        person = HOLD.c.scope == "person"
+        reach: ColumnElement[bool] = HOLD.c.account_id.in_(ids)
+        if phones:
+            reach = or_(reach, and_(person, ACCOUNT.c.phone.in_(phones)))
+        if emails:
+            reach = or_(reach, and_(person, ACCOUNT.c.email.in_(emails)))
+        found = (
+            conn.execute(
+                select(HOLD, ACCOUNT.c.phone, ACCOUNT.c.email)
+                .join(ACCOUNT, ACCOUNT.c.account_id == HOLD.c.account_id)
+                .where(HOLD.c.lifted_at.is_(None), reach)
+            )
+            .mappings()
+            .all()
+        )
+        accounts = []
+        for row in rows:
+            account = to_account(row)
+            mine = tuple(
+                HoldRecord(h["id"], h["reason"], h["channel"], h["starts_at"], h["ends_at"])
+                for h in found
+                if h["account_id"] == account.account_id
+                or (
+                    h["scope"] == "person"
+                    and (
+                        (account.phone and h["phone"] == account.phone)
+                        or (account.email and h["email"] == account.email)
+                    )
+                )
+            )
+            accounts.append(replace(account, holds=mine) if mine else account)
+        return accounts
 
     def plannable_batches(self, due_on_or_before: date, batch_size: int) -> Iterator[list[Account]]:
         """Accounts the planner must look at, in id order, ``batch_size`` at a time.
@@ -246,10 +464,11 @@ class SqlStore:
                     .mappings()
                     .all()
                 )
+                accounts = self._with_holds(conn, rows)
             if not rows:
                 return
             after = rows[-1]["account_id"]
-            yield [to_account(row) for row in rows]
+            yield accounts
 
     def count_plannable(self, due_on_or_before: date) -> int:
         with self.engine.connect() as conn:

@@ -105,3 +105,28 @@ class AuditRow(SQLModel, table=True):
     account_id: str | None = None
     message_id: str | None = Field(default=None, index=True)
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+
+
+class HoldRow(SQLModel, table=True):
+    """A hold placed on purpose, kept for ever: lifting sets ``lifted_at``, never deletes.
+
+    ``scope`` "person" extends it to every account sharing the phone or email.
+    """
+
+    __tablename__ = "hold"
+    __table_args__ = (Index("ix_hold_account", "account_id", "lifted_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.account_id")
+    reason: str
+    channel: str | None = None
+    scope: str = "account"
+    starts_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    ends_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    note: str = ""
+    source: str
+    created_by: str
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    lifted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    lifted_by: str | None = None
+    lift_note: str | None = None

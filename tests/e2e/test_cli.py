@@ -182,8 +182,10 @@ def test_run_once_history_and_export(initialised: Path) -> None:
 
     history = json.loads(run(initialised, "history", "A-3", "--json").stdout)
     assert [(m["status"], m["hold_reason"]) for m in history["messages"]] == [("held", "dispute")]
-    assert history["audit"][0]["event"] == "message_held"
-    assert history["audit"][0]["detail"]["rule_id"] == "hold.dispute"
+    # The import placed the dispute hold; the planner then held the message under it.
+    assert [a["event"] for a in history["audit"]] == ["hold_added", "message_held"]
+    assert history["audit"][1]["detail"]["rule_id"] == "hold.dispute"
+    assert [(h["reason"], h["source"]) for h in history["holds"]] == [("dispute", "import")]
 
     exported = run(initialised, "export", "messages", "--format", "jsonl")
     records = [json.loads(line) for line in exported.stdout.splitlines()]
@@ -295,3 +297,54 @@ def test_simulate_replays_days_on_a_copy_and_leaves_the_database_alone(initialis
     assert exported == ""
     text = run(initialised, "simulate", "--from", NOW.date().isoformat(), "--days", "3")
     assert "A-1" in text.stdout and "totals" in text.stdout
+
+
+def test_hold_add_list_lift_from_the_command_line(initialised: Path) -> None:
+    csv_path = write_csv(initialised / "accounts.csv", [row("A-1", days_ago(1))])
+    assert run(initialised, "import", "accounts", str(csv_path)).returncode == 0
+    bad = run(initialised, "hold", "add", "A-1", "--reason", "vacation", "--note", "x")
+    assert bad.returncode == 2 and "--reason 'vacation'" in bad.stderr
+    no_note = run(initialised, "hold", "add", "A-1", "--reason", "dispute", "--note", " ")
+    assert no_note.returncode == 2 and "evidence" in no_note.stderr
+    placed = run(
+        initialised,
+        "hold",
+        "add",
+        "A-1",
+        "--reason",
+        "promise_to_pay",
+        "--until",
+        "2026-06-20",
+        "--note",
+        "promised on the phone, call 4411",
+        "--now",
+        NOW.isoformat(),
+    )
+    assert placed.returncode == 0, placed.stderr
+    assert "hold 1 placed on A-1: promise_to_pay until 2026-06-21" in placed.stdout
+    planned = json.loads(run(initialised, "plan", "--now", NOW.isoformat(), "--json").stdout)
+    assert {(d["channel"], d["outcome"]) for d in planned["decisions"]} == {
+        ("sms", "held:promise_to_pay")
+    }
+    listed = json.loads(run(initialised, "hold", "list", "A-1", "--json").stdout)
+    assert [(h["reason"], h["source"], h["note"]) for h in listed] == [
+        ("promise_to_pay", "manual", "promised on the phone, call 4411")
+    ]
+    assert listed[0]["created_by"].startswith("cli:")
+    lifted = run(
+        initialised,
+        "hold",
+        "lift",
+        "1",
+        "--note",
+        "customer cancelled the promise",
+        "--now",
+        NOW.isoformat(),
+    )
+    assert lifted.returncode == 0, lifted.stderr
+    again = run(initialised, "hold", "lift", "1", "--note", "twice")
+    assert again.returncode == 2 and "already lifted" in again.stderr
+    history = json.loads(run(initialised, "history", "A-1", "--json").stdout)
+    assert history["holds"][0]["lift_note"] == "customer cancelled the promise"
+    events = [a["event"] for a in history["audit"]]
+    assert "hold_added" in events and "hold_lifted" in events

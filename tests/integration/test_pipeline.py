@@ -524,3 +524,81 @@ def test_a_message_that_waited_past_its_stage_is_expired_at_send(
     report = asyncio.run(app.sender().send(NIGHT + timedelta(days=2)))
     assert report.counts[("sms", "stage_left")] == 1
     assert channels[ChannelKind.SMS].attempts == []
+
+
+def test_import_flags_place_and_lift_hold_records_with_history(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1), dispute="true", opt_out_sms="true")])
+    holds = app.store.holds_of("A-1")
+    assert {(h["reason"], h["channel"], h["source"]) for h in holds} == {
+        ("dispute", None, "import"),
+        ("opted_out_sms", "sms", "import"),
+    }
+    # Importing the same flags again places nothing new.
+    load(app, tmp_path, [row("A-1", days_ago(1), dispute="true", opt_out_sms="true")], "2.csv")
+    assert len(app.store.holds_of("A-1")) == 2
+    # Clearing the dispute lifts its record; the opt-out stays.
+    load(app, tmp_path, [row("A-1", days_ago(1), opt_out_sms="true")], "3.csv")
+    lifted = {h["reason"]: h["lifted_at"] for h in app.store.holds_of("A-1")}
+    assert lifted["dispute"] is not None and lifted["opted_out_sms"] is None
+    events = [e for e, _ in audit_events(app)]
+    assert events.count("hold_added") == 2 and events.count("hold_lifted") == 1
+
+
+def test_a_person_hold_covers_every_account_of_that_person_until_lifted(
+    app: App, tmp_path: Path
+) -> None:
+    same = {"phone": "+16175550177", "email": "kim@example.com"}
+    load(
+        app,
+        tmp_path,
+        [
+            row("A-1", days_ago(1), **same),
+            row("A-2", days_ago(40), **same),
+            row("B-1", days_ago(1)),
+        ],
+    )
+    hold_id = app.store.add_hold(
+        "A-1",
+        "fraud",
+        channel=None,
+        scope="person",
+        starts_at=NOW,
+        ends_at=None,
+        note="identity theft report #123",
+        actor="cli:alice",
+        now=NOW,
+    )
+    app.planner().plan(NOW)
+    reasons = {(m["account_id"], m["channel"]): m["hold_reason"] for m in messages(app)}
+    assert reasons[("A-1", "sms")] == reasons[("A-2", "sms")] == "fraud"
+    assert reasons[("A-2", "email")] == "fraud"
+    assert reasons[("B-1", "sms")] is None  # another person entirely
+    app.store.lift_hold(hold_id, note="report withdrawn", actor="cli:bob", now=NOW)
+    app.planner().plan(NOW + timedelta(minutes=15))
+    released = {(m["account_id"], m["channel"]): m["status"] for m in messages(app)}
+    assert released[("A-1", "sms")] == "queued"
+
+
+def test_a_timed_hold_lifts_by_itself(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1))])
+    app.store.add_hold(
+        "A-1",
+        "payment_plan",
+        channel=None,
+        scope="account",
+        starts_at=NOW,
+        ends_at=NOW + timedelta(days=3),
+        note="plan agreed on the phone",
+        actor="cli:alice",
+        now=NOW,
+    )
+    app.planner().plan(NOW)
+    [m] = messages(app)
+    assert (m["status"], m["hold_reason"], m["hold_until"]) == (
+        "held",
+        "payment_plan",
+        NOW + timedelta(days=3),
+    )
+    app.planner().plan(NOW + timedelta(days=3))
+    [m] = messages(app)
+    assert m["status"] == "queued"

@@ -1,8 +1,8 @@
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from dispatcher.domain.account import Flag
+from dispatcher.domain.account import Flag, HoldRecord
 from dispatcher.domain.policy import RULE_BY_REASON, RULES, HoldReason, hold_for
 from dispatcher.domain.strategy import ChannelKind
 from tests.factory import account
@@ -72,3 +72,46 @@ def test_every_rule_has_an_id_and_a_source() -> None:
 
 def test_clean_account_may_be_contacted_everywhere() -> None:
     assert all(hold_for(account(), c, NOW) is None for c in ChannelKind)
+
+
+def _record(reason: str, channel: str | None = None, days: int | None = None) -> HoldRecord:
+    start = NOW - timedelta(days=1)
+    return HoldRecord(1, reason, channel, start, start + timedelta(days=days) if days else None)
+
+
+@pytest.mark.parametrize(
+    ("records", "channel", "reason"),
+    [
+        ([_record("fraud")], ChannelKind.SMS, HoldReason.FRAUD),
+        ([_record("payment_plan")], ChannelKind.LETTER, HoldReason.PAYMENT_PLAN),
+        # A channel-specific hold covers only its channel.
+        ([_record("opted_out_sms", "sms")], ChannelKind.EMAIL, None),
+        ([_record("opted_out_sms", "sms")], ChannelKind.SMS, HoldReason.OPTED_OUT_SMS),
+        # An expired hold no longer holds; a running one does, and says until when.
+        ([_record("dispute", days=1)], ChannelKind.SMS, None),
+        ([_record("dispute", days=3)], ChannelKind.SMS, HoldReason.DISPUTE),
+        # The most serious of several wins.
+        ([_record("payment_plan"), _record("bankruptcy")], ChannelKind.SMS, HoldReason.BANKRUPTCY),
+    ],
+)
+def test_hold_records(
+    records: list[HoldRecord], channel: ChannelKind, reason: HoldReason | None
+) -> None:
+    hold = hold_for(account(holds=tuple(records)), channel, NOW)
+    assert (hold.reason if hold else None) is reason
+    if hold is not None:
+        assert hold.rule_id == RULE_BY_REASON[reason].id  # type: ignore[index]
+
+
+def test_a_record_more_serious_than_a_flag_wins() -> None:
+    acct = account(flags=frozenset({Flag.DISPUTE}), holds=(_record("deceased"),))
+    hold = hold_for(acct, ChannelKind.SMS, NOW)
+    assert hold is not None and hold.reason is HoldReason.DECEASED
+    acct = account(flags=frozenset({Flag.BANKRUPTCY}), holds=(_record("payment_plan"),))
+    hold = hold_for(acct, ChannelKind.SMS, NOW)
+    assert hold is not None and hold.reason is HoldReason.BANKRUPTCY
+
+
+def test_a_timed_record_says_when_it_lifts() -> None:
+    hold = hold_for(account(holds=(_record("dispute", days=3),)), ChannelKind.SMS, NOW)
+    assert hold is not None and hold.until == NOW + timedelta(days=2)
