@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Final, Literal
+from typing import IO, TYPE_CHECKING, Final, Literal, cast
 
 import phonenumbers
 from babel.core import Locale, UnknownLocaleError
@@ -37,7 +37,7 @@ from phonenumbers import timezone as phone_timezone
 
 from dispatcher.domain.money import minor_digits
 from dispatcher.error import InputError
-from dispatcher.zone import country_zones, same_clock, zone_ok
+from dispatcher.zone import address_zone, country_zones, same_clock, zone_ok
 
 if TYPE_CHECKING:
     from _csv import Writer as _CsvWriter
@@ -88,7 +88,16 @@ COLUMNS: Final = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 #: How an account's time zone was found. ``country_ambiguous``: the country spans several
 #: zones with different clocks and nothing narrowed it down; the zone recorded is the
 #: country's most populous one, and contact windows must treat it as uncertain.
-TimezoneSource = Literal["explicit", "phone", "country", "country_ambiguous", "default"]
+TimezoneSource = Literal[
+    "explicit",
+    "postal",
+    "region",
+    "region_ambiguous",
+    "phone",
+    "country",
+    "country_ambiguous",
+    "default",
+]
 
 ACCOUNT_ID_MAX: Final = 64
 _MAX_MINOR: Final = 2**63 - 1
@@ -471,8 +480,12 @@ class _Row:
             return errors
 
         region = get("region") or None
+        located = None if timezone else address_zone(country, region, get("postal_code"))
         if timezone:
             source: TimezoneSource = "explicit"
+        elif located is not None:
+            # The address says where the customer lives; a mobile number may have moved.
+            timezone, source = located[0], cast(TimezoneSource, located[1])
         else:
             timezone, source = self._resolve_zone(phone, country)
         return (

@@ -8,11 +8,13 @@ and the contact window must hold in each of them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import us
+import zipcodes
 from babel.core import get_global
 
 from dispatcher.domain.account import Account
@@ -22,7 +24,7 @@ _REFERENCE_INSTANTS: Final = tuple(
     datetime(year, month, 15, 12, tzinfo=UTC) for year in (2025, 2026) for month in (1, 7)
 )
 # Sources (see dispatcher.account_file) where the stored zone is one guess among several.
-AMBIGUOUS_SOURCES: Final = frozenset({"country_ambiguous"})
+AMBIGUOUS_SOURCES: Final = frozenset({"country_ambiguous", "region_ambiguous"})
 
 
 def zone_ok(name: str) -> bool:
@@ -59,12 +61,59 @@ def country_zones(country: str) -> tuple[str, ...]:
     return tuple(z for z in get_global("territory_zones").get(country, ()) if zone_ok(z))
 
 
+@functools.cache
+def _zip_zones() -> dict[str, str]:
+    """ZIP code → zone, built once from the package's list (a lookup per row would scan it)."""
+    list_all: Callable[[], list[dict[str, Any]]] = zipcodes.list_all
+    return {z["zip_code"]: z["timezone"] for z in list_all() if z.get("timezone")}
+
+
+def postal_zone(country: str | None, postal_code: str | None) -> str | None:
+    """The zone of a US ZIP code (the ``zipcodes`` package's data), else None."""
+    if country != "US" or not postal_code:
+        return None
+    zone = _zip_zones().get(postal_code.strip()[:5])
+    return zone if zone and zone_ok(zone) else None
+
+
+@functools.cache
+def region_zones(country: str | None, region: str | None) -> tuple[str, ...]:
+    """The zones of a US state (the ``us`` package's data); () when unknown."""
+    if country != "US" or not region:
+        return ()
+    state = us.states.lookup(region.strip())
+    if state is None or not state.time_zones:
+        return ()
+    return tuple(z for z in state.time_zones if zone_ok(z))
+
+
+def address_zone(
+    country: str | None, region: str | None, postal_code: str | None
+) -> tuple[str, str, tuple[str, ...]] | None:
+    """Where the postal address puts the customer: (zone, source, all zones) or None.
+
+    The ZIP code first (one zone), then the state: "region" when it has one clock,
+    "region_ambiguous" when it spans several (Texas, Florida, ...).
+    """
+    zone = postal_zone(country, postal_code)
+    if zone is not None:
+        return zone, "postal", (zone,)
+    zones = region_zones(country, region)
+    if not zones:
+        return None
+    return zones[0], "region" if same_clock(zones) else "region_ambiguous", zones
+
+
 def candidate_zones(account: Account) -> tuple[str, ...]:
     """Every zone the customer may be in: the resolved zone, or all of an ambiguous country's.
 
     A US account with neither a zone nor an area code that settles it may be anywhere from
     Hawaii to Maine; a message may go only when it is inside the window in all of them.
     """
+    if account.timezone_source == "region_ambiguous":
+        zones = region_zones(account.country, account.region)
+        if zones:
+            return distinct_clocks((account.timezone, *zones))
     if account.timezone_source in AMBIGUOUS_SOURCES and account.country:
         zones = country_zones(account.country)
         if zones:

@@ -402,7 +402,7 @@ def test_a_customer_who_may_be_anywhere_in_the_us_is_contacted_when_all_zones_al
 ) -> None:
     # No time zone, no phone, no region: Hawaii to Maine are all possible (Reg F).
     morning = datetime(2026, 6, 10, 13, 0, tzinfo=UTC)  # 09:00 New York, 03:00 Honolulu
-    nowhere = {"timezone": "", "phone": "", "region": ""}
+    nowhere = {"timezone": "", "phone": "", "region": "", "postal_code": ""}
     load(app, tmp_path, [row("A-1", (morning - timedelta(days=31)).date(), **nowhere)], now=morning)
     assert app.store.account("A-1").timezone_source == "country_ambiguous"  # type: ignore[union-attr]
     app.planner().plan(morning)

@@ -97,7 +97,7 @@ def test_parsed_values_have_exactly_the_account_columns(tmp_path: Path) -> None:
         "postal_code": "02110",
         "country": "US",
         "timezone": "America/New_York",
-        "timezone_source": "phone",
+        "timezone_source": "postal",
         "locale": "en-US",
         "jurisdiction": "US-MA",
         "status": "open",
@@ -539,34 +539,73 @@ def test_reject_writer_without_rejects_creates_nothing(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- derived values
 
 
+NO_ADDRESS = {"region": "", "postal_code": ""}
+
+
 @pytest.mark.parametrize(
     ("changes", "zone", "source"),
     [
         pytest.param({"timezone": "Europe/Paris"}, "Europe/Paris", "explicit", id="explicit"),
-        pytest.param({"phone": "(206) 555-0100"}, "America/Los_Angeles", "phone", id="us-area"),
-        pytest.param({"phone": "(602) 555-0100"}, "America/Phoenix", "phone", id="arizona"),
+        # The postal address comes before the phone: a mobile number may have moved.
+        pytest.param({"phone": "(206) 555-0100"}, "America/New_York", "postal", id="zip-first"),
         pytest.param(
-            {"country": "GB", "phone": "07400 123456"}, "Europe/London", "phone", id="gb-mobile"
+            {"postal_code": "79901", "region": "TX"}, "America/Denver", "postal", id="el-paso-zip"
+        ),
+        pytest.param({"postal_code": "", "region": "MA"}, "America/New_York", "region", id="state"),
+        pytest.param(
+            {"postal_code": "", "region": "TX", "phone": ""},
+            "America/Chicago",
+            "region_ambiguous",
+            id="state-with-two-zones",
         ),
         pytest.param(
-            {"country": "", "phone": "+86 138 0013 8000"}, "Asia/Shanghai", "phone", id="cn-only"
-        ),
-        pytest.param({"country": "DE", "phone": ""}, "Europe/Berlin", "country", id="de"),
-        pytest.param({"country": "CN", "phone": ""}, "Asia/Shanghai", "country", id="cn"),
-        pytest.param({"country": "JP", "phone": ""}, "Asia/Tokyo", "country", id="jp"),
-        pytest.param(
-            {"country": "US", "phone": ""}, "America/New_York", "country_ambiguous", id="us"
+            {"phone": "(206) 555-0100", **NO_ADDRESS}, "America/Los_Angeles", "phone", id="us-area"
         ),
         pytest.param(
-            {"country": "AU", "phone": ""}, "Australia/Sydney", "country_ambiguous", id="au"
+            {"phone": "(602) 555-0100", **NO_ADDRESS}, "America/Phoenix", "phone", id="arizona"
         ),
         pytest.param(
-            {"country": "US", "phone": "+44 7400 123456"},
+            {"country": "GB", "phone": "07400 123456", **NO_ADDRESS},
+            "Europe/London",
+            "phone",
+            id="gb-mobile",
+        ),
+        pytest.param(
+            {"country": "", "phone": "+86 138 0013 8000", **NO_ADDRESS},
+            "Asia/Shanghai",
+            "phone",
+            id="cn-only",
+        ),
+        pytest.param(
+            {"country": "DE", "phone": "", **NO_ADDRESS}, "Europe/Berlin", "country", id="de"
+        ),
+        pytest.param(
+            {"country": "CN", "phone": "", **NO_ADDRESS}, "Asia/Shanghai", "country", id="cn"
+        ),
+        pytest.param(
+            {"country": "JP", "phone": "", **NO_ADDRESS}, "Asia/Tokyo", "country", id="jp"
+        ),
+        pytest.param(
+            {"country": "US", "phone": "", **NO_ADDRESS},
+            "America/New_York",
+            "country_ambiguous",
+            id="us",
+        ),
+        pytest.param(
+            {"country": "AU", "phone": "", **NO_ADDRESS},
+            "Australia/Sydney",
+            "country_ambiguous",
+            id="au",
+        ),
+        pytest.param(
+            {"country": "US", "phone": "+44 7400 123456", **NO_ADDRESS},
             "America/New_York",
             "country_ambiguous",
             id="foreign-phone-not-trusted",
         ),
-        pytest.param({"country": "", "phone": ""}, DEFAULT_TZ, "default", id="nothing-known"),
+        pytest.param(
+            {"country": "", "phone": "", **NO_ADDRESS}, DEFAULT_TZ, "default", id="nothing-known"
+        ),
     ],
 )
 def test_time_zone_resolution(
@@ -577,7 +616,7 @@ def test_time_zone_resolution(
 
 
 def test_phone_spanning_zones_in_a_multi_zone_country(tmp_path: Path) -> None:
-    got = values(tmp_path / "a.csv", phone="(907) 555-0100", region="AK")  # Alaska: 2 zones
+    got = values(tmp_path / "a.csv", phone="(907) 555-0100", **NO_ADDRESS)  # Alaska: 2 zones
     assert got["timezone_source"] == "country_ambiguous"
     assert got["timezone"] in {"America/Anchorage", "America/Adak"}
 
