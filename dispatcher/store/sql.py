@@ -14,7 +14,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Engine,
     Table,
     and_,
@@ -402,37 +401,43 @@ class SqlStore:
         ids = [r["account_id"] for r in rows]
         phones = [r["phone"] for r in rows if r["phone"]]
         emails = [r["email"] for r in rows if r["email"]]
-        person = HOLD.c.scope == "person"
-        reach: ColumnElement[bool] = HOLD.c.account_id.in_(ids)
-        if phones:
-            reach = or_(reach, and_(person, ACCOUNT.c.phone.in_(phones)))
-        if emails:
-            reach = or_(reach, and_(person, ACCOUNT.c.email.in_(emails)))
-        found = (
-            conn.execute(
-                select(HOLD, ACCOUNT.c.phone, ACCOUNT.c.email)
-                .join(ACCOUNT, ACCOUNT.c.account_id == HOLD.c.account_id)
-                .where(HOLD.c.lifted_at.is_(None), reach)
-            )
-            .mappings()
-            .all()
+        active = (
+            select(HOLD, ACCOUNT.c.phone, ACCOUNT.c.email)
+            .join(ACCOUNT, ACCOUNT.c.account_id == HOLD.c.account_id)
+            .where(HOLD.c.lifted_at.is_(None))
         )
+        person = HOLD.c.scope == "person"
+        # One indexed query per way a hold can reach an account (an OR would scan).
+        found = {
+            h["id"]: h for h in conn.execute(active.where(HOLD.c.account_id.in_(ids))).mappings()
+        }
+        if phones:
+            found.update(
+                (h["id"], h)
+                for h in conn.execute(active.where(person, ACCOUNT.c.phone.in_(phones))).mappings()
+            )
+        if emails:
+            found.update(
+                (h["id"], h)
+                for h in conn.execute(active.where(person, ACCOUNT.c.email.in_(emails))).mappings()
+            )
+        reaching: defaultdict[tuple[str, str], list[HoldRecord]] = defaultdict(list)
+        for h in found.values():
+            record = HoldRecord(h["id"], h["reason"], h["channel"], h["starts_at"], h["ends_at"])
+            reaching[("account", h["account_id"])].append(record)
+            if h["scope"] == "person":
+                if h["phone"]:
+                    reaching[("phone", h["phone"])].append(record)
+                if h["email"]:
+                    reaching[("email", h["email"])].append(record)
         accounts = []
         for row in rows:
             account = to_account(row)
-            mine = tuple(
-                HoldRecord(h["id"], h["reason"], h["channel"], h["starts_at"], h["ends_at"])
-                for h in found
-                if h["account_id"] == account.account_id
-                or (
-                    h["scope"] == "person"
-                    and (
-                        (account.phone and h["phone"] == account.phone)
-                        or (account.email and h["email"] == account.email)
-                    )
-                )
-            )
-            accounts.append(replace(account, holds=mine) if mine else account)
+            mine = {r.id: r for r in reaching.get(("account", account.account_id), ())}
+            for key in (("phone", account.phone), ("email", account.email)):
+                if key[1]:
+                    mine.update((r.id, r) for r in reaching.get((key[0], key[1]), ()))
+            accounts.append(replace(account, holds=tuple(mine.values())) if mine else account)
         return accounts
 
     def plannable_batches(self, due_on_or_before: date, batch_size: int) -> Iterator[list[Account]]:
@@ -521,30 +526,41 @@ class SqlStore:
         one person with three debts is capped once, not three times. A message counts at
         its sent time, else at the time it is scheduled for.
         """
-        ids = [a.account_id for a in accounts]
         phones = [a.phone for a in accounts if a.phone]
         emails = [a.email for a in accounts if a.email]
-        at = func.coalesce(MESSAGE.c.sent_at, MESSAGE.c.scheduled_for)
-        person: ColumnElement[bool] = ACCOUNT.c.account_id.in_(ids)
-        if phones:
-            person = or_(person, ACCOUNT.c.phone.in_(phones))
-        if emails:
-            person = or_(person, ACCOUNT.c.email.in_(emails))
-        query = (
-            select(
-                MESSAGE.c.message_id,
-                MESSAGE.c.account_id,
-                ACCOUNT.c.phone,
-                ACCOUNT.c.email,
-                MESSAGE.c.channel,
-                MESSAGE.c.sent_at,
-                MESSAGE.c.scheduled_for,
-            )
-            .join(ACCOUNT, ACCOUNT.c.account_id == MESSAGE.c.account_id)
-            .where(person, MESSAGE.c.status.in_([s.value for s in statuses]), at >= since)
-        )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
+            # The person's accounts first, each through its own index (an OR across
+            # columns inside a join would scan every account, batch after batch).
+            person_ids = {a.account_id for a in accounts}
+            if phones:
+                person_ids.update(
+                    conn.execute(
+                        select(ACCOUNT.c.account_id).where(ACCOUNT.c.phone.in_(phones))
+                    ).scalars()
+                )
+            if emails:
+                person_ids.update(
+                    conn.execute(
+                        select(ACCOUNT.c.account_id).where(ACCOUNT.c.email.in_(emails))
+                    ).scalars()
+                )
+            rows = conn.execute(
+                select(
+                    MESSAGE.c.message_id,
+                    MESSAGE.c.account_id,
+                    ACCOUNT.c.phone,
+                    ACCOUNT.c.email,
+                    MESSAGE.c.channel,
+                    MESSAGE.c.sent_at,
+                    MESSAGE.c.scheduled_for,
+                )
+                .join(ACCOUNT, ACCOUNT.c.account_id == MESSAGE.c.account_id)
+                .where(
+                    MESSAGE.c.account_id.in_(person_ids),
+                    MESSAGE.c.status.in_([s.value for s in statuses]),
+                    func.coalesce(MESSAGE.c.sent_at, MESSAGE.c.scheduled_for) >= since,
+                )
+            ).all()
         return [
             ContactRow(
                 r.message_id,
