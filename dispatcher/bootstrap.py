@@ -19,9 +19,11 @@ from sqlalchemy.engine import make_url
 from dispatcher.channel import Channel
 from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
 from dispatcher.channel.memory import MemoryChannel
+from dispatcher.channel.smtp import SmtpEmailChannel, SmtpServer
+from dispatcher.channel.twilio_sms import TwilioSmsChannel, build_twilio_client
 from dispatcher.domain.retry import RetryPolicy
 from dispatcher.domain.strategy import ChannelKind, Strategy
-from dispatcher.error import InputError
+from dispatcher.error import ConfigError, InputError
 from dispatcher.holiday import is_holiday
 from dispatcher.policy_book import PolicyBook
 from dispatcher.service.planner import Planner
@@ -48,14 +50,67 @@ def build_store(database_url: str) -> SqlStore:
 
 
 def file_channels(settings: Settings) -> dict[ChannelKind, Channel]:
-    directory = settings.sinks.directory
+    """The channels ``[sinks]`` asks for: ``file`` by default, Twilio and SMTP when set.
+
+    Provider clients are built here and only here; a provider chosen without the settings
+    it needs is a ConfigError naming the key.
+    """
+    sinks = settings.sinks
+    directory = sinks.directory
+    creditor = settings.creditor
+    sms: Channel = FileSmsSink(directory)
+    email: Channel = FileEmailSink(
+        directory, sender_name=creditor.name, sender_address=creditor.email
+    )
+    if sinks.sms == "twilio":
+        sms = twilio_channel(settings)
+    if sinks.email == "smtp":
+        email = smtp_channel(settings)
     return {
-        ChannelKind.SMS: FileSmsSink(directory),
-        ChannelKind.EMAIL: FileEmailSink(
-            directory, sender_name=settings.creditor.name, sender_address=settings.creditor.email
-        ),
+        ChannelKind.SMS: sms,
+        ChannelKind.EMAIL: email,
         ChannelKind.LETTER: FileLetterSink(directory, compile_pdf),
     }
+
+
+def twilio_channel(settings: Settings) -> TwilioSmsChannel:
+    tw = settings.twilio
+    where = "settings (sinks.sms = twilio)"
+    if not tw.account_sid:
+        raise ConfigError(where, "twilio.account_sid", "is required")
+    if not tw.auth_token.get_secret_value():
+        raise ConfigError(where, "twilio.auth_token", "set DISPATCHER_TWILIO__AUTH_TOKEN")
+    if not (tw.messaging_service_sid or tw.from_number):
+        raise ConfigError(where, "twilio.messaging_service_sid", "set it or twilio.from_number")
+    client = build_twilio_client(
+        tw.account_sid, tw.auth_token, timeout_seconds=tw.timeout_seconds, base_url=tw.base_url
+    )
+    return TwilioSmsChannel(
+        client,
+        messaging_service_sid=tw.messaging_service_sid,
+        from_number=tw.from_number,
+        status_callback_url=tw.status_callback_url,
+    )
+
+
+def smtp_channel(settings: Settings) -> SmtpEmailChannel:
+    smtp = settings.smtp
+    if smtp.username and not smtp.password.get_secret_value():
+        raise ConfigError(
+            "settings (sinks.email = smtp)", "smtp.password", "set DISPATCHER_SMTP__PASSWORD"
+        )
+    server = SmtpServer(
+        host=smtp.host,
+        port=smtp.port,
+        security=smtp.security,
+        username=smtp.username,
+        password=smtp.password,
+        timeout_seconds=smtp.timeout_seconds,
+        connect_attempts=smtp.connect_attempts,
+    )
+    return SmtpEmailChannel(
+        server, sender_name=settings.creditor.name, sender_address=settings.creditor.email
+    )
 
 
 @dataclass

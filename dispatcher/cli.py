@@ -35,6 +35,7 @@ from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
 from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml
+from dispatcher.templates_cli import templates_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -48,6 +49,7 @@ app.add_typer(import_app, name="import")
 hold_app = typer.Typer(no_args_is_help=True, help="Place, lift and list holds.")
 app.add_typer(export_app, name="export")
 app.add_typer(hold_app, name="hold")
+app.add_typer(templates_app, name="templates")
 
 out = Console()
 err = Console(stderr=True)

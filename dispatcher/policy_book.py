@@ -89,6 +89,8 @@ class PackFile(BaseModel):
     windows: tuple[WindowFile, ...] = ()
     holidays: tuple[HolidayFile, ...] = ()
     caps: tuple[CapFile, ...] = ()
+    # Most SMS segments one message may take; None: dispatcher.sms.DEFAULT_MAX_SMS_SEGMENTS.
+    max_sms_segments: int | None = Field(default=None, ge=1)
 
     def pack(self) -> Pack:
         return Pack(

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dispatcher.domain.strategy import Strategy
@@ -41,12 +41,51 @@ class CreditorSettings(_Section):
 
 
 class SinkSettings(_Section):
-    """Where each channel delivers. ``file`` writes to ``directory`` (demo, dev, tests)."""
+    """Where each channel delivers. ``file`` writes to ``directory`` (demo, dev, tests);
+    ``twilio`` and ``smtp`` reach customers (see ``[twilio]`` and ``[smtp]``)."""
 
-    sms: Literal["file"] = "file"
-    email: Literal["file"] = "file"
+    sms: Literal["file", "twilio"] = "file"
+    email: Literal["file", "smtp"] = "file"
     letter: Literal["file"] = "file"
     directory: Path = Path("var/sink")
+
+
+class SmtpSettings(_Section):
+    """The SMTP server email goes through when ``sinks.email = "smtp"``.
+
+    The password is read from the environment only (``DISPATCHER_SMTP__PASSWORD``); it is
+    never written by ``dispatcher init``, never logged, never part of an error message.
+    """
+
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    # "starttls": plain connect then STARTTLS (port 587); "tls": implicit TLS (port 465);
+    # "none": no encryption, for a relay on localhost or a test server only.
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str = ""
+    password: SecretStr = Field(default=SecretStr(""), exclude=True)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    # Connecting (and reconnecting after a dropped connection) is retried this many times,
+    # a short backoff apart, before the message is handed back as a transient failure.
+    connect_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class TwilioSettings(_Section):
+    """Twilio Programmable Messaging, used when ``sinks.sms = "twilio"``.
+
+    The auth token is read from the environment only (``DISPATCHER_TWILIO__AUTH_TOKEN``).
+    Either ``messaging_service_sid`` or ``from_number`` names the sender.
+    """
+
+    account_sid: str = ""
+    auth_token: SecretStr = Field(default=SecretStr(""), exclude=True)
+    messaging_service_sid: str = ""
+    from_number: str = ""
+    status_callback_url: str = ""
+    timeout_seconds: float = Field(default=15.0, gt=0)
+    # Development and tests only: send the API calls to this base URL (e.g. a local fake)
+    # instead of https://api.twilio.com. Production leaves it empty.
+    base_url: str = ""
 
 
 class PlanSettings(_Section):
@@ -80,6 +119,8 @@ class Settings(BaseSettings):
     default_region: str = "US"
     creditor: CreditorSettings = CreditorSettings()
     sinks: SinkSettings = SinkSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    twilio: TwilioSettings = TwilioSettings()
     plan: PlanSettings = PlanSettings()
     send: SendSettings = SendSettings()
 
@@ -156,10 +197,22 @@ def load_settings(path: Path | None = None) -> Settings:
     elif DEFAULT_SETTINGS_FILE.exists():
         path = DEFAULT_SETTINGS_FILE
         data = read_toml(path)
+    for section, key in _SECRETS:
+        if key in data.get(section, {}):
+            raise ConfigError(
+                str(path),
+                f"{section}.{key}",
+                f"secrets are read only from the environment "
+                f"(DISPATCHER_{section.upper()}__{key.upper()}), never from a file",
+            )
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise first_error(path or Path("environment"), exc) from None
+
+
+# Keys that hold secrets: refused in settings files, so none is ever committed with config.
+_SECRETS = (("smtp", "password"), ("twilio", "auth_token"))
 
 
 def load_strategy(path: Path) -> Strategy:

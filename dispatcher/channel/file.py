@@ -42,26 +42,40 @@ class FileSmsSink:
         return Receipt(provider_message_id=f"file:{path.name}", artifact_path=str(path))
 
 
+def compose_email(message: Outbound, *, sender: str, domain: str) -> EmailMessage:
+    """Build the MIME message every email channel sends (file sink and SMTP alike).
+
+    Text and HTML parts, our own Message-ID (made from ``message_id`` so it can be traced
+    back) and the RFC 8058 one-click unsubscribe headers when there is a URL.
+    """
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = message.recipient
+    mail["Subject"] = message.subject or ""
+    mail["Message-ID"] = make_msgid(idstring=message.message_id, domain=domain)
+    if message.unsubscribe_url:
+        mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    mail.set_content(message.body)
+    if message.body_html:
+        mail.add_alternative(message.body_html, subtype="html")
+    return mail
+
+
+def sender_domain(address: str) -> str:
+    """The domain our Message-IDs are made in: the sender address's, else ``localhost``."""
+    return address.rpartition("@")[2] or "localhost"
+
+
 class FileEmailSink:
     def __init__(self, directory: Path, *, sender_name: str, sender_address: str) -> None:
         self.directory = directory
         self.sender = formataddr((sender_name, sender_address))
-        self.domain = sender_address.rpartition("@")[2] or "localhost"
+        self.domain = sender_domain(sender_address)
 
     def compose(self, message: Outbound) -> EmailMessage:
         """Build the MIME message: text and HTML parts, our Message-ID, RFC 8058 headers."""
-        mail = EmailMessage()
-        mail["From"] = self.sender
-        mail["To"] = message.recipient
-        mail["Subject"] = message.subject or ""
-        mail["Message-ID"] = make_msgid(idstring=message.message_id, domain=self.domain)
-        if message.unsubscribe_url:
-            mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
-            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        mail.set_content(message.body)
-        if message.body_html:
-            mail.add_alternative(message.body_html, subtype="html")
-        return mail
+        return compose_email(message, sender=self.sender, domain=self.domain)
 
     async def deliver(self, message: Outbound) -> Receipt:
         mail = self.compose(message)

@@ -96,6 +96,11 @@ class Sender:
                     for m in batch
                 )
             )
+        for channel in self.channels.values():
+            # Connection-holding channels (SMTP) close politely at the end of a run.
+            close = getattr(channel, "close", None)
+            if close is not None:
+                await close()
         return report
 
     def _give_up_interrupted(self, now: datetime, report: SendReport) -> None:

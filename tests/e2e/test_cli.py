@@ -348,3 +348,16 @@ def test_hold_add_list_lift_from_the_command_line(initialised: Path) -> None:
     assert history["holds"][0]["lift_note"] == "customer cancelled the promise"
     events = [a["event"] for a in history["audit"]]
     assert "hold_added" in events and "hold_lifted" in events
+
+
+def test_a_secret_in_the_settings_file_is_refused(tmp_path: Path) -> None:
+    config = settings_file(tmp_path, '[smtp]\nhost = "mail.example"\npassword = "hunter2"')
+    result = run(tmp_path, "init", config=config)
+    assert result.returncode == 2
+    assert "smtp.password" in result.stderr and "environment" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_templates_commands_are_part_of_the_cli(initialised: Path) -> None:
+    result = run(initialised, "templates", "lint")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,157 @@
+"""A Twilio-compatible HTTP server on loopback, for driving the official client in tests.
+
+Speaks the one resource the SMS channel calls, ``POST /2010-04-01/Accounts/{sid}/Messages.json``:
+checks HTTP Basic auth (wrong credentials: 401 with Twilio error 20003), records every
+request it received, answers 201 with a Twilio-shaped Message resource, or, for numbers it
+was told about, Twilio's error body (``{"code", "message", "more_info", "status"}``) with
+the chosen HTTP status, or a slow answer (to exercise client timeouts).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<sid>AC[0-9a-zA-Z]+)/Messages\.json$")
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request the fake received: the account in the path and the form fields."""
+
+    account_sid: str
+    form: dict[str, str]
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str
+    auth_token: str
+    # recipient number -> (HTTP status, Twilio error code); e.g. {"+15005550001": (400, 21211)}
+    errors: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # recipient number -> seconds to wait before answering
+    delays: dict[str, float] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakeTwilio:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+            def do_GET(self) -> None:
+                fake._reply(self, 404, {"code": 20404, "message": "not found", "status": 404})
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _authorised(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return secrets.compare_digest(user, self.account_sid) and secrets.compare_digest(
+            password, self.auth_token
+        )
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        match = MESSAGES.match(request.path)
+        if match is None:
+            self._reply(request, 404, _error(20404, "The requested resource was not found", 404))
+            return
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length).decode()
+        if not self._authorised(request.headers.get("Authorization")):
+            self._reply(request, 401, _error(20003, "Authenticate", 401))
+            return
+        if match["sid"] != self.account_sid:
+            self._reply(request, 403, _error(20003, "Resource not accessible", 403))
+            return
+        form = {key: values[-1] for key, values in parse_qs(raw).items()}
+        self.received.append(Received(account_sid=match["sid"], form=form))
+        to = form.get("To", "")
+        if to in self.delays:
+            time.sleep(self.delays[to])
+        if "To" not in form or "Body" not in form:
+            self._reply(request, 400, _error(21604, "A 'To' phone number is required.", 400))
+            return
+        if "From" not in form and "MessagingServiceSid" not in form:
+            self._reply(request, 400, _error(21603, "A 'From' phone number is required.", 400))
+            return
+        if to in self.errors:
+            status, code = self.errors[to]
+            self._reply(request, status, _error(code, f"error {code} for {to}", status))
+            return
+        sid = "SM" + secrets.token_hex(16)
+        resource = {
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "body": form["Body"],
+            "date_created": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": form.get("From"),
+            "messaging_service_sid": form.get("MessagingServiceSid"),
+            "num_segments": "1",
+            "price": None,
+            "sid": sid,
+            "status": "queued" if "MessagingServiceSid" not in form else "accepted",
+            "to": to,
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
+        }
+        self.created.append(resource)
+        self._reply(request, 201, resource)
+
+    @staticmethod
+    def _reply(request: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+
+def _error(code: int, message: str, status: int) -> dict[str, Any]:
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
