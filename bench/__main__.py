@@ -60,7 +60,9 @@ def _one_person_per_account(path: Path) -> None:
     """
     rows = list(csv.DictReader(path.open(newline="", encoding="utf-8")))
     for i, row in enumerate(rows):
-        source = rows[i - 1] if i and i % 50 == 0 else None
+        previous = rows[i - 1] if i else None
+        same_country = previous is not None and previous["country"] == row["country"]
+        source = previous if same_country and i % 50 == 0 else None
         if row["phone"] and "555" in row["phone"]:
             row["phone"] = source["phone"] if source else f"+1617{2_000_000 + i:07d}"
         if row["email"]:
