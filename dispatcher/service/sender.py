@@ -177,8 +177,11 @@ class Sender:
         except DeliveryError as exc:
             self._failed(message, attempt, exc, now, report)
             return
-        self.store.finish_send(
-            message.message_id,
+        self._record(
+            message,
+            now,
+            report,
+            "message_sent",
             {
                 "status": MessageStatus.SENT.value,
                 "attempts": attempt,
@@ -187,18 +190,10 @@ class Sender:
                 "artifact_path": receipt.artifact_path,
                 "last_error": None,
                 "next_attempt_at": None,
-                "updated_at": now,
             },
-            [
-                self._audit(
-                    "message_sent",
-                    message,
-                    now,
-                    {"attempt": attempt, "provider_message_id": receipt.provider_message_id},
-                )
-            ],
+            {"attempt": attempt, "provider_message_id": receipt.provider_message_id},
+            "sent",
         )
-        report.add(message.channel.value, "sent")
 
     def _held_back(
         self,
@@ -314,31 +309,26 @@ class Sender:
             retry_at = next_attempt_at(self.retry, attempt, now, self.jitter())
         status = MessageStatus.QUEUED if retry_at else MessageStatus.FAILED
         error = f"{exc.code}: {exc}" if exc.code else str(exc)
-        self.store.finish_send(
-            message.message_id,
+        self._record(
+            message,
+            now,
+            report,
+            "delivery_failed" if retry_at else "message_failed",
             {
                 "status": status.value,
                 "attempts": attempt,
                 "next_attempt_at": retry_at,
                 "last_error": error,
-                "updated_at": now,
             },
-            [
-                self._audit(
-                    "delivery_failed" if retry_at else "message_failed",
-                    message,
-                    now,
-                    {
-                        "attempt": attempt,
-                        "error": error,
-                        "code": exc.code,
-                        "permanent": isinstance(exc, PermanentDelivery),
-                        "next_attempt_at": retry_at.isoformat() if retry_at else None,
-                    },
-                )
-            ],
+            {
+                "attempt": attempt,
+                "error": error,
+                "code": exc.code,
+                "permanent": isinstance(exc, PermanentDelivery),
+                "next_attempt_at": retry_at.isoformat() if retry_at else None,
+            },
+            "retry" if retry_at else "failed",
         )
-        report.add(message.channel.value, "retry" if retry_at else "failed")
 
     @staticmethod
     def _audit(

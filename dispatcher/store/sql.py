@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     Table,
     and_,
@@ -447,15 +448,7 @@ class SqlStore:
         time-zone margin), and every account with a pending message, since a payment or a
         new cycle must end those.
         """
-        pending = select(MESSAGE.c.account_id).where(MESSAGE.c.status.in_(PENDING))
-        wanted = or_(
-            and_(
-                ACCOUNT.c.status == AccountStatus.OPEN.value,
-                ACCOUNT.c.balance_minor > 0,
-                ACCOUNT.c.due_date <= due_on_or_before,
-            ),
-            ACCOUNT.c.account_id.in_(pending),
-        )
+        wanted = _plannable(due_on_or_before)
         after = ""
         while True:
             with self.engine.connect() as conn:
@@ -477,24 +470,8 @@ class SqlStore:
 
     def count_plannable(self, due_on_or_before: date) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(ACCOUNT)
-                    .where(
-                        or_(
-                            and_(
-                                ACCOUNT.c.status == AccountStatus.OPEN.value,
-                                ACCOUNT.c.balance_minor > 0,
-                                ACCOUNT.c.due_date <= due_on_or_before,
-                            ),
-                            ACCOUNT.c.account_id.in_(
-                                select(MESSAGE.c.account_id).where(MESSAGE.c.status.in_(PENDING))
-                            ),
-                        )
-                    )
-                ).scalar_one()
-            )
+            query = select(func.count()).select_from(ACCOUNT)
+            return int(conn.execute(query.where(_plannable(due_on_or_before))).scalar_one())
 
     # -- planning -------------------------------------------------------------------------
     def existing_messages(self, account_ids: Sequence[str]) -> dict[str, list[Existing]]:
@@ -750,6 +727,20 @@ class SqlStore:
         rows = [entry.row() for entry in entries]
         if rows:
             conn.execute(AUDIT.insert(), rows)
+
+
+def _plannable(due_on_or_before: date) -> ColumnElement[bool]:
+    """Accounts the planner must look at: collectible and due by ``due_on_or_before``, or
+    holding a pending message (a payment or a new cycle must end those)."""
+    pending = select(MESSAGE.c.account_id).where(MESSAGE.c.status.in_(PENDING))
+    return or_(
+        and_(
+            ACCOUNT.c.status == AccountStatus.OPEN.value,
+            ACCOUNT.c.balance_minor > 0,
+            ACCOUNT.c.due_date <= due_on_or_before,
+        ),
+        ACCOUNT.c.account_id.in_(pending),
+    )
 
 
 def to_account(row: RowMapping | Mapping[str, Any]) -> Account:
