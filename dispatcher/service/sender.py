@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,18 +27,33 @@ from dispatcher.error import DeliveryError, PermanentDelivery
 from dispatcher.service.ledger import ContactLedger
 from dispatcher.service.planner import deferral_detail
 from dispatcher.service.timing import ContactTiming
-from dispatcher.store.sql import AuditEntry, ClaimedMessage, SqlStore
+from dispatcher.store.sql import AuditEntry, Claim, ClaimedMessage, SqlStore
 
 ACTOR = "system:sender"
 
 
+# Records an outcome that needs no delivery: (message_id, column values, audit records).
+Settle = Callable[[str, Mapping[str, object], Iterable[AuditEntry]], None]
+
+
 @dataclass
 class SendReport:
+    """What one send pass did: outcomes by (channel, outcome), provider error codes by
+    (channel, code), and each hand-over's delay after its due time (for metrics)."""
+
     now: datetime
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
 
     def add(self, channel: str, outcome: str) -> None:
         self.counts[(channel, outcome)] += 1
+
+    def error(self, channel: str, code: str | None) -> None:
+        self.errors[(channel, code or "unknown")] += 1
+
+    def latency(self, channel: str, seconds: float) -> None:
+        self.latencies.append((channel, max(0.0, seconds)))
 
     @property
     def total(self) -> int:
@@ -71,31 +86,21 @@ class Sender:
         self.jitter = jitter
         self.lease = lease
 
-    async def send(self, now: datetime) -> SendReport:
-        """Deliver every queued message due at ``now``; each is claimed before it is sent."""
+    async def send(self, now: datetime, *, stop: Callable[[], bool] = lambda: False) -> SendReport:
+        """Deliver every queued message due at ``now``; each is claimed before it is sent.
+
+        ``stop`` is asked before each batch: a service shutting down finishes the batch in
+        hand and takes no new one.
+        """
         report = SendReport(now=now)
-        self._give_up_interrupted(now, report)
+        self.give_up_interrupted(now, report)
         gate = asyncio.Semaphore(self.concurrency)
-        while batch := self.store.claim_due(now, self.batch_size):
-            accounts = self.store.accounts(m.account_id for m in batch)
-            # What counts at the moment of sending is what went out; this batch's own
-            # messages join the ledger one by one as each passes its checks.
-            claimed = {m.message_id for m in batch}
-            ledger = ContactLedger(
-                row
-                for row in self.store.contacts(
-                    list(accounts.values()),
-                    now - self.timing.lookback,
-                    (MessageStatus.SENT, MessageStatus.SENDING),
-                )
-                if row.message_id not in claimed
-            )
-            await asyncio.gather(
-                *(
-                    self._gated(gate, m, accounts.get(m.account_id), now, ledger, report)
-                    for m in batch
-                )
-            )
+        while not stop():
+            with self.store.claiming(now, self.batch_size, now - self.timing.lookback) as claim:
+                if not claim.messages:
+                    break
+                ready = self._vet(claim, report)
+            await asyncio.gather(*(self._gated(gate, m, now, report) for m in ready))
         for channel in self.channels.values():
             # Connection-holding channels (SMTP) close politely at the end of a run.
             close = getattr(channel, "close", None)
@@ -103,7 +108,27 @@ class Sender:
                 await close()
         return report
 
-    def _give_up_interrupted(self, now: datetime, report: SendReport) -> None:
+    def _vet(self, claim: Claim, report: SendReport) -> list[ClaimedMessage]:
+        """Decide, inside the claiming transaction, which messages may go now.
+
+        The rest are held, deferred or expired right there, so a cap is judged against
+        exactly what is sent or being sent (other workers' included) at this moment.
+        """
+        # What counts at the moment of sending is what went out; this batch's own
+        # messages join the ledger one by one as each passes its checks.
+        ledger = ContactLedger(claim.contacts)
+        ready: list[ClaimedMessage] = []
+        for message in claim.messages:
+            account = claim.accounts.get(message.account_id)
+            if account is not None:
+                if self._held_back(message, account, claim, ledger, report):
+                    continue
+                ledger.add(message.message_id, account, message.channel, claim.now)
+            ready.append(message)
+        taken = claim.take([m.message_id for m in ready])
+        return [m for m in ready if m.message_id in taken]
+
+    def give_up_interrupted(self, now: datetime, report: SendReport) -> None:
         """Messages left ``sending`` by a process that died are marked failed, not resent.
 
         Whether the provider got them is unknown; sending again could reach the customer
@@ -133,29 +158,12 @@ class Sender:
             report.add(channel, "interrupted")
 
     async def _gated(
-        self,
-        gate: asyncio.Semaphore,
-        message: ClaimedMessage,
-        account: Account | None,
-        now: datetime,
-        ledger: ContactLedger,
-        report: SendReport,
+        self, gate: asyncio.Semaphore, message: ClaimedMessage, now: datetime, report: SendReport
     ) -> None:
         async with gate:
-            await self._send_one(message, account, now, ledger, report)
+            await self._send_one(message, now, report)
 
-    async def _send_one(
-        self,
-        message: ClaimedMessage,
-        account: Account | None,
-        now: datetime,
-        ledger: ContactLedger,
-        report: SendReport,
-    ) -> None:
-        if account is not None and self._held_back(message, account, now, ledger, report):
-            return
-        if account is not None:
-            ledger.add(message.message_id, account, message.channel, now)
+    async def _send_one(self, message: ClaimedMessage, now: datetime, report: SendReport) -> None:
         attempt = message.attempts + 1
         outbound = Outbound(
             message_id=message.message_id,
@@ -175,8 +183,11 @@ class Sender:
         try:
             receipt: Receipt = await self.channels[message.channel].deliver(outbound)
         except DeliveryError as exc:
+            report.error(message.channel.value, exc.code)
             self._failed(message, attempt, exc, now, report)
             return
+        if message.due_at is not None:
+            report.latency(message.channel.value, (now - message.due_at).total_seconds())
         self._record(
             message,
             now,
@@ -199,7 +210,7 @@ class Sender:
         self,
         message: ClaimedMessage,
         account: Account,
-        now: datetime,
+        claim: Claim,
         ledger: ContactLedger,
         report: SendReport,
     ) -> bool:
@@ -208,6 +219,7 @@ class Sender:
         Returns True when the message must not go now: it is then held (with its reason)
         or deferred to the next allowed instant, and audited either way.
         """
+        now = claim.now
         ended = self._ended(message, account, now)
         if ended is not None:
             self._record(
@@ -218,6 +230,7 @@ class Sender:
                 {"status": MessageStatus.EXPIRED.value, "hold_reason": ended.value},
                 {"reason": ended.value, "at": "send"},
                 ended.value,
+                settle=claim.finish,
             )
             return True
         hold = hold_for(account, message.channel, now)
@@ -241,6 +254,7 @@ class Sender:
                     },
                     {**deferral_detail(timing), "at": "send"},
                     f"deferred:{timing.reason}",
+                    settle=claim.finish,
                 )
                 return True
             hold, window_rule = hold_because(HoldReason.NO_CONTACT_WINDOW), timing.rule_id
@@ -264,6 +278,7 @@ class Sender:
             },
             detail,
             f"held:{hold.reason.value}",
+            settle=claim.finish,
         )
         return True
 
@@ -288,8 +303,10 @@ class Sender:
         values: dict[str, object],
         detail: dict[str, object],
         outcome: str,
+        *,
+        settle: Settle | None = None,
     ) -> None:
-        self.store.finish_send(
+        (settle or self.store.finish_send)(
             message.message_id,
             {**values, "updated_at": now},
             [self._audit(event, message, now, detail)],

@@ -6,9 +6,11 @@ stay fast; every method that changes more than one table does it in one transact
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -25,6 +27,7 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -129,6 +132,46 @@ class ClaimedMessage:
     attempts: int
     cycle: int = 1
     stage: str = ""
+    due_at: datetime | None = None
+
+
+@dataclass
+class Claim:
+    """Due messages locked for one worker, with what the sender re-checks before delivery."""
+
+    conn: Connection
+    now: datetime
+    messages: list[ClaimedMessage]
+    accounts: dict[str, Account]
+    contacts: list[ContactRow]
+
+    def take(self, message_ids: Sequence[str]) -> set[str]:
+        """Mark these messages ``sending`` (before any provider call); returns those taken.
+
+        Only a message still ``queued`` is taken, so a message some other process took
+        meanwhile is never handed over twice.
+        """
+        if not message_ids:
+            return set()
+        taken = self.conn.execute(
+            update(MESSAGE)
+            .where(
+                MESSAGE.c.message_id.in_(list(message_ids)),
+                MESSAGE.c.status == MessageStatus.QUEUED.value,
+            )
+            .values(status=MessageStatus.SENDING.value, updated_at=self.now)
+            .returning(MESSAGE.c.message_id)
+        ).scalars()
+        return set(taken)
+
+    def finish(
+        self, message_id: str, values: Mapping[str, object], audit: Iterable[AuditEntry]
+    ) -> None:
+        """Settle a message without delivering it (held, deferred, expired), audited."""
+        self.conn.execute(
+            update(MESSAGE).where(MESSAGE.c.message_id == message_id).values(**values)
+        )
+        SqlStore._audit(self.conn, audit)
 
 
 # Columns a planner update may change on an existing outbox row (a release or a new hold).
@@ -388,11 +431,13 @@ class SqlStore:
 
     def accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
         """Accounts by id, each with its active hold records."""
-        ids = list(set(account_ids))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(ACCOUNT).where(ACCOUNT.c.account_id.in_(ids))).mappings()
-            accounts = self._with_holds(conn, list(rows))
-        return {a.account_id: a for a in accounts}
+            return self._accounts(conn, account_ids)
+
+    def _accounts(self, conn: Connection, account_ids: Iterable[str]) -> dict[str, Account]:
+        ids = list(set(account_ids))
+        rows = conn.execute(select(ACCOUNT).where(ACCOUNT.c.account_id.in_(ids))).mappings()
+        return {a.account_id: a for a in self._with_holds(conn, list(rows))}
 
     def _with_holds(self, conn: Connection, rows: Sequence[RowMapping]) -> list[Account]:
         """Map rows to accounts carrying their active holds, and those of the same person
@@ -503,41 +548,50 @@ class SqlStore:
         one person with three debts is capped once, not three times. A message counts at
         its sent time, else at the time it is scheduled for.
         """
+        with self.engine.connect() as conn:
+            return self._contacts(conn, accounts, since, statuses)
+
+    @staticmethod
+    def _contacts(
+        conn: Connection,
+        accounts: Sequence[Account],
+        since: datetime,
+        statuses: Sequence[MessageStatus],
+    ) -> list[ContactRow]:
         phones = [a.phone for a in accounts if a.phone]
         emails = [a.email for a in accounts if a.email]
-        with self.engine.connect() as conn:
-            # The person's accounts first, each through its own index (an OR across
-            # columns inside a join would scan every account, batch after batch).
-            person_ids = {a.account_id for a in accounts}
-            if phones:
-                person_ids.update(
-                    conn.execute(
-                        select(ACCOUNT.c.account_id).where(ACCOUNT.c.phone.in_(phones))
-                    ).scalars()
-                )
-            if emails:
-                person_ids.update(
-                    conn.execute(
-                        select(ACCOUNT.c.account_id).where(ACCOUNT.c.email.in_(emails))
-                    ).scalars()
-                )
-            rows = conn.execute(
-                select(
-                    MESSAGE.c.message_id,
-                    MESSAGE.c.account_id,
-                    ACCOUNT.c.phone,
-                    ACCOUNT.c.email,
-                    MESSAGE.c.channel,
-                    MESSAGE.c.sent_at,
-                    MESSAGE.c.scheduled_for,
-                )
-                .join(ACCOUNT, ACCOUNT.c.account_id == MESSAGE.c.account_id)
-                .where(
-                    MESSAGE.c.account_id.in_(person_ids),
-                    MESSAGE.c.status.in_([s.value for s in statuses]),
-                    func.coalesce(MESSAGE.c.sent_at, MESSAGE.c.scheduled_for) >= since,
-                )
-            ).all()
+        # The person's accounts first, each through its own index (an OR across
+        # columns inside a join would scan every account, batch after batch).
+        person_ids = {a.account_id for a in accounts}
+        if phones:
+            person_ids.update(
+                conn.execute(
+                    select(ACCOUNT.c.account_id).where(ACCOUNT.c.phone.in_(phones))
+                ).scalars()
+            )
+        if emails:
+            person_ids.update(
+                conn.execute(
+                    select(ACCOUNT.c.account_id).where(ACCOUNT.c.email.in_(emails))
+                ).scalars()
+            )
+        rows = conn.execute(
+            select(
+                MESSAGE.c.message_id,
+                MESSAGE.c.account_id,
+                ACCOUNT.c.phone,
+                ACCOUNT.c.email,
+                MESSAGE.c.channel,
+                MESSAGE.c.sent_at,
+                MESSAGE.c.scheduled_for,
+            )
+            .join(ACCOUNT, ACCOUNT.c.account_id == MESSAGE.c.account_id)
+            .where(
+                MESSAGE.c.account_id.in_(person_ids),
+                MESSAGE.c.status.in_([s.value for s in statuses]),
+                func.coalesce(MESSAGE.c.sent_at, MESSAGE.c.scheduled_for) >= since,
+            )
+        ).all()
         return [
             ContactRow(
                 r.message_id,
@@ -590,50 +644,57 @@ class SqlStore:
             self._audit(conn, write.audits)
 
     # -- sending --------------------------------------------------------------------------
-    def claim_due(self, now: datetime, limit: int) -> list[ClaimedMessage]:
-        """Mark up to ``limit`` queued messages whose time has come as ``sending``."""
+    @contextmanager
+    def claiming(self, now: datetime, limit: int, counted_since: datetime) -> Iterator[Claim]:
+        """Lock up to ``limit`` queued messages whose time has come, for one worker.
+
+        Everything the sender must re-check before delivery (the accounts with their
+        holds, and the persons' recent contacts) is read inside the same transaction.
+        On PostgreSQL the rows are taken with ``FOR UPDATE SKIP LOCKED`` (workers never
+        wait for each other's rows) and every person in the batch is locked with a
+        transaction advisory lock, so two workers cannot both decide that a person still
+        has room under a cap: the second sees the first's messages as ``sending``.
+        The sender marks what it hands over with :meth:`Claim.take` and settles the
+        rest with :meth:`Claim.finish`; all of it commits together.
+        """
         due = and_(
             MESSAGE.c.status == MessageStatus.QUEUED.value,
             or_(MESSAGE.c.scheduled_for.is_(None), MESSAGE.c.scheduled_for <= now),
             or_(MESSAGE.c.next_attempt_at.is_(None), MESSAGE.c.next_attempt_at <= now),
         )
+        query = (
+            select(MESSAGE).where(due).order_by(MESSAGE.c.scheduled_for, MESSAGE.c.message_id)
+        ).limit(limit)
+        postgres = self._dialect == "postgresql"
+        if postgres:
+            query = query.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
-            rows = (
-                conn.execute(
-                    select(MESSAGE)
-                    .where(due)
-                    .order_by(MESSAGE.c.scheduled_for, MESSAGE.c.message_id)
-                    .limit(limit)
+            if not postgres:
+                # One writer at a time on SQLite: take the write lock before reading, so
+                # a second process (a CLI `send` beside the service) waits, then sees
+                # these messages as taken.
+                conn.exec_driver_sql("UPDATE message SET status = status WHERE 0")
+            rows = conn.execute(query).mappings().all()
+            accounts = self._accounts(conn, {r["account_id"] for r in rows}) if rows else {}
+            if postgres and accounts:
+                _lock_persons(conn, accounts.values())
+            contacts = (
+                self._contacts(
+                    conn,
+                    list(accounts.values()),
+                    counted_since,
+                    (MessageStatus.SENT, MessageStatus.SENDING),
                 )
-                .mappings()
-                .all()
+                if accounts
+                else []
             )
-            if not rows:
-                return []
-            conn.execute(
-                update(MESSAGE)
-                .where(
-                    MESSAGE.c.message_id.in_([r["message_id"] for r in rows]),
-                    MESSAGE.c.status == MessageStatus.QUEUED.value,
-                )
-                .values(status=MessageStatus.SENDING.value, updated_at=now)
+            yield Claim(
+                conn=conn,
+                now=now,
+                messages=[_claimed(r) for r in rows],
+                accounts=accounts,
+                contacts=contacts,
             )
-        return [
-            ClaimedMessage(
-                message_id=r["message_id"],
-                account_id=r["account_id"],
-                channel=ChannelKind(r["channel"]),
-                recipient=r["recipient"] or "",
-                subject=r["subject"],
-                body=r["body"] or "",
-                body_html=r["body_html"],
-                locale=r["locale"],
-                attempts=r["attempts"],
-                cycle=r["cycle"],
-                stage=r["stage"],
-            )
-            for r in rows
-        ]
 
     def stale_sending(self, claimed_before: datetime) -> list[tuple[str, str, str, int]]:
         """(message_id, account_id, channel, attempts) of messages claimed before ``claimed_before``
@@ -775,4 +836,48 @@ def to_account(row: RowMapping | Mapping[str, Any]) -> Account:
         promise_to_pay_until=row["promise_to_pay_until"],
         assigned_to=row["assigned_to"],
         timezone_source=row["timezone_source"],
+    )
+
+
+def _claimed(row: RowMapping) -> ClaimedMessage:
+    return ClaimedMessage(
+        message_id=row["message_id"],
+        account_id=row["account_id"],
+        channel=ChannelKind(row["channel"]),
+        recipient=row["recipient"] or "",
+        subject=row["subject"],
+        body=row["body"] or "",
+        body_html=row["body_html"],
+        locale=row["locale"],
+        attempts=row["attempts"],
+        cycle=row["cycle"],
+        stage=row["stage"],
+        due_at=row["scheduled_for"] or row["created_at"],
+    )
+
+
+def person_lock_keys(accounts: Iterable[Account]) -> list[int]:
+    """64-bit advisory-lock keys for every person of ``accounts`` (account, phone and
+    email), sorted: locking in one global order means two workers never deadlock."""
+    names = set()
+    for account in accounts:
+        names.add(f"account:{account.account_id}")
+        if account.phone:
+            names.add(f"phone:{account.phone}")
+        if account.email:
+            names.add(f"email:{account.email}")
+    return sorted(
+        int.from_bytes(hashlib.sha256(n.encode()).digest()[:8], "big", signed=True) for n in names
+    )
+
+
+def _lock_persons(conn: Connection, accounts: Iterable[Account]) -> None:
+    keys = person_lock_keys(accounts)
+    # The ordered subquery makes the locks come in key order (no deadlock between workers).
+    conn.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM "
+            "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+        ),
+        {"keys": keys},
     )

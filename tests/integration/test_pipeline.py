@@ -342,7 +342,9 @@ def test_a_send_interrupted_by_a_crash_is_failed_visibly_not_resent(
     load(app, tmp_path, [row("A-1", days_ago(1))])
     app.planner().plan(NOW)
     # A sender claims the message and dies before recording the outcome.
-    [claimed] = app.store.claim_due(NOW, 10)
+    with app.store.claiming(NOW, 10, NOW - timedelta(days=7)) as claim:
+        [claimed] = claim.messages
+        assert claim.take([claimed.message_id]) == {claimed.message_id}
     # Within the lease another sender leaves it alone (it may still be in flight).
     assert asyncio.run(app.sender().send(NOW + timedelta(minutes=5))).total == 0
     [m] = messages(app)
