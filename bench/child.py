@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import sys
@@ -10,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 from dispatcher.bootstrap import bootstrap
+from dispatcher.channel.memory import MemoryChannel
+from dispatcher.domain.strategy import ChannelKind
 from dispatcher.service.importer import import_accounts
 from dispatcher.settings import load_settings
 
@@ -22,6 +25,9 @@ def _peak_mb() -> float:
 
 def main() -> None:
     step, settings_path = sys.argv[1], Path(sys.argv[2])
+    if step == "send":
+        _send(settings_path, Path(sys.argv[3]))
+        return
     app = bootstrap(load_settings(settings_path))
     if step == "import":
         app.store.create_schema()
@@ -65,6 +71,26 @@ def main() -> None:
                 }
             )
         )
+
+
+def _send(settings_path: Path, go: Path) -> None:
+    """One delivery worker: wait for the starting gun (a file), then send until nothing
+    due is left, through in-memory channels (no provider limits)."""
+    app = bootstrap(
+        load_settings(settings_path), channels={kind: MemoryChannel() for kind in ChannelKind}
+    )
+    sender = app.sender()
+    while not go.exists():
+        time.sleep(0.005)
+    started = time.time()
+    sent = 0
+    while True:
+        report = asyncio.run(sender.send(NOW))
+        sent += sum(n for (_, outcome), n in report.counts.items() if outcome == "sent")
+        if report.total == 0:
+            break
+    finished = time.time()
+    print(json.dumps({"sent": sent, "started": started, "finished": finished}))
 
 
 if __name__ == "__main__":

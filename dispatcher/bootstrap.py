@@ -14,7 +14,8 @@ from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from dispatcher.channel import Channel
 from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
@@ -23,11 +24,12 @@ from dispatcher.channel.smtp import SmtpEmailChannel, SmtpServer
 from dispatcher.channel.twilio_sms import TwilioSmsChannel, build_twilio_client
 from dispatcher.domain.retry import RetryPolicy
 from dispatcher.domain.strategy import ChannelKind, Strategy
-from dispatcher.error import ConfigError, InputError
+from dispatcher.error import ConfigError, InputError, TemplateError
 from dispatcher.holiday import is_holiday
 from dispatcher.policy_book import PolicyBook
 from dispatcher.service.planner import Planner
 from dispatcher.service.sender import Sender
+from dispatcher.service.template_lint import Severity, lint_directory
 from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.sql import SqlStore, configure_sqlite
@@ -36,16 +38,36 @@ from dispatcher.template.context import Creditor
 from dispatcher.template.letter import compile_pdf
 
 
+def database_url_of(database_url: str) -> URL:
+    """Parse ``database_url``; a bare ``postgresql://`` (or ``postgres://``) means psycopg 3.
+
+    The driver we install is psycopg 3, while SQLAlchemy reads a bare ``postgresql://`` as
+    psycopg2, which is not there; URLs handed over by platforms and ops are usually bare.
+    """
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError("settings", "database_url", "not a database URL") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
 def build_store(database_url: str) -> SqlStore:
     """Create the engine for ``database_url``; SQLite gets WAL and its directory made."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
+    url = database_url_of(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
         configure_sqlite(engine)
-    else:
+    elif backend == "postgresql":
         engine = create_engine(url, pool_pre_ping=True)
+    else:
+        raise ConfigError(
+            "settings", "database_url", f"{backend!r}: only sqlite and postgresql are supported"
+        )
     return SqlStore(engine)
 
 
@@ -150,6 +172,31 @@ class App:
     @cached_property
     def timing(self) -> ContactTiming:
         return ContactTiming(self.policies, is_holiday)
+
+    def reload(self) -> None:
+        """Load strategy, policy packs and templates again: all of them or none.
+
+        What the service does on SIGHUP. Anything unusable (a parse error, a template
+        that fails the lint: unknown variable, missing disclosure, SMS over its segment
+        limit) raises, and the configuration in force stays as it was. Plans and sends
+        already running keep the objects they started with.
+        """
+        strategy = load_strategy(self.settings.strategy_file)
+        policies = PolicyBook.load(self.settings.policies_dir)
+        templates, findings = lint_directory(
+            self.settings.templates_dir, strategy, policies, creditor=self.creditor
+        )
+        errors = [f for f in findings if f.severity is Severity.ERROR]
+        if templates is None or errors:
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise TemplateError(f"{first.location}: {first.rule}: {first.message}{more}")
+        self.__dict__.update(
+            strategy=strategy,
+            policies=policies,
+            templates=templates,
+            timing=ContactTiming(policies, is_holiday),
+        )
 
     def planner(self) -> Planner:
         return Planner(

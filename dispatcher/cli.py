@@ -10,6 +10,7 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -22,10 +23,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from dispatcher import view
 from dispatcher.bootstrap import App, bootstrap, simulation_copy
-from dispatcher.clock import SystemClock, parse_instant
+from dispatcher.clock import RunningClock, SystemClock, parse_instant
 from dispatcher.domain.policy import PLACEABLE, HoldReason
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, InputError
@@ -132,10 +134,13 @@ def init() -> None:
         settings_file.write_text(example_settings_toml(), encoding="utf-8")
         out.print(f"wrote example settings to {settings_file}")
     wired = _app(check_schema=False)
-    wired.store.create_schema()
+    migration = wired.store.create_schema()
     strategy = wired.strategy
     templates = wired.templates
-    out.print(f"database ready: {wired.settings.database_url}")
+    # The URL without its password: this goes to terminals and CI logs.
+    shown = make_url(wired.settings.database_url).render_as_string(hide_password=True)
+    out.print(f"database ready: {shown}")
+    out.print(migration.describe())
     out.print(
         f"strategy {strategy.id!r}: {len(strategy.stages)} stages; "
         f"{len(templates.names())} templates loaded"
@@ -162,6 +167,67 @@ def send(now: NowOption = None, as_json: JsonOption = False) -> None:
     wired, at = _app(), _now(now)
     report = asyncio.run(wired.sender().send(at))
     _show_send(report, as_json)
+
+
+@app.command()
+def serve(
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now", help="Start the service's clock at this instant (it then runs at real pace)."
+        ),
+    ] = None,
+) -> None:
+    """Run the service: planning on its cron, the send loop, housekeeping, HTTP probes.
+
+    SIGTERM/SIGINT stop it cleanly (exit 0); SIGHUP reloads strategy, policy packs and
+    templates (see `dispatcher reload`).
+    """
+    from dispatcher.daemon import Service  # the service stack loads only for `serve`
+    from dispatcher.log import configure_logging
+
+    wired = _app()
+    serve_settings = wired.settings.serve
+    configure_logging(
+        serve_settings.log_level.upper(),
+        json=serve_settings.log_json,
+        secrets=wired.settings.secret_values(),
+    )
+    clock = RunningClock(parse_instant(now)) if now else SystemClock()
+    service = Service(wired, clock=clock)
+    pid_file = serve_settings.pid_file
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    try:
+        code = asyncio.run(service.run())
+    finally:
+        if pid_file.exists() and pid_file.read_text(encoding="utf-8").strip() == str(os.getpid()):
+            pid_file.unlink()
+    raise typer.Exit(code)
+
+
+@app.command()
+def reload(
+    pid: Annotated[
+        int | None, typer.Option("--pid", help="Process id (default: from serve.pid_file).")
+    ] = None,
+) -> None:
+    """Ask a running `dispatcher serve` to reload strategy, policy packs and templates.
+
+    The service validates the new configuration first; if it is invalid it logs why
+    and keeps the old one in force.
+    """
+    if pid is None:
+        pid_file = bootstrap(settings_file=state.config).settings.serve.pid_file
+        try:
+            pid = int(pid_file.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            raise InputError(f"{pid_file}: no running service found (is `serve` up?)") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise InputError(f"no process {pid}: is `dispatcher serve` running?") from None
+    out.print(f"asked process {pid} to reload; its log says whether the new config was taken")
 
 
 @app.command("run-once")

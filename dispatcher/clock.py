@@ -6,8 +6,9 @@ command accepts ``--now`` so a run can be replayed (DESIGN.md, "Command line").
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from dispatcher.error import InputError
@@ -51,3 +52,16 @@ def parse_instant(text: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise InputError(f"--now {text!r} has no UTC offset; write e.g. {text}Z or {text}+08:00")
     return value
+
+
+class RunningClock:
+    """A clock that starts at a given instant and runs at real pace (``serve --now``):
+    a rehearsal of a given day, or a test, without touching the machine's clock."""
+
+    def __init__(self, start: datetime) -> None:
+        FixedClock(start)  # the same check: an instant needs its offset
+        self._start = start
+        self._origin = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._origin)

@@ -7,12 +7,16 @@ the TOML file that is committed next to the code.
 
 from __future__ import annotations
 
+import re
 import tomllib
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from dispatcher.domain.strategy import Strategy
 from dispatcher.error import ConfigError
@@ -104,6 +108,62 @@ class SendSettings(_Section):
     lease_seconds: float = Field(default=900.0, gt=0)
 
 
+class ServeSettings(_Section):
+    """`dispatcher serve`: its schedule, its HTTP side and its life cycle."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Planning runs on this cron (minute hour day month weekday, UTC; a sixth leading
+    # field, if given, is seconds); missed runs after downtime are caught up once at start.
+    plan_cron: str = "*/15 * * * *"
+    # The send loop runs continuously; when nothing is due it looks again after this pause.
+    send_idle_seconds: float = Field(default=1.0, gt=0, le=60)
+    housekeeping_seconds: float = Field(default=60.0, gt=0)
+    # On SIGTERM in-flight work may finish for this long before the process exits.
+    grace_seconds: float = Field(default=30.0, gt=0)
+    # /readyz fails when the last successful plan (by any instance) is older than this.
+    ready_max_plan_age_seconds: float = Field(default=3600.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+    # Where `serve` writes its process id, for `dispatcher reload` (systemd uses $MAINPID).
+    pid_file: Path = Path("var/dispatcher.pid")
+
+    @field_validator("plan_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        cron_trigger(value)
+        return value
+
+
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_trigger(expression: str) -> CronTrigger:
+    """The APScheduler trigger for a crontab line in UTC: five fields as in crontab(5),
+    or six with seconds first (for sub-minute schedules in rehearsals and tests)."""
+    fields = expression.split()
+    if len(fields) not in (5, 6):
+        raise ValueError(f"a cron line has 5 fields (or 6 with seconds), not {len(fields)}")
+    if len(fields) == 5:
+        fields.insert(0, "0")
+    second, minute, hour, day, month, weekday = fields
+    # crontab counts weekdays from Sunday = 0 (or 7); APScheduler from Monday = 0. Names
+    # mean the same to both, so numbers become names.
+    weekday = re.sub(r"(?<![/\d])\d+", lambda m: _CRON_DAYS[int(m.group()) % 7], weekday)
+    try:
+        return CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=weekday,
+            timezone=UTC,
+        )
+    except ValueError as exc:
+        raise ValueError(f"not a valid cron line {expression!r}: {exc}") from None
+
+
 class Settings(BaseSettings):
     """Everything the service needs to start. Relative paths are relative to the working dir."""
 
@@ -123,6 +183,16 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = TwilioSettings()
     plan: PlanSettings = PlanSettings()
     send: SendSettings = SendSettings()
+    serve: ServeSettings = ServeSettings()
+
+    def secret_values(self) -> list[str]:
+        """Every secret in force (tokens, passwords, the database URL's password), so
+        logging can scrub them from anything it prints."""
+        values = [self.smtp.password.get_secret_value(), self.twilio.auth_token.get_secret_value()]
+        password = make_url(self.database_url).password
+        if password:
+            values.append(str(password))
+        return [v for v in values if v]
 
     @classmethod
     def settings_customise_sources(

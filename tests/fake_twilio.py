@@ -39,6 +39,8 @@ class FakeTwilio:
     errors: dict[str, tuple[int, int]] = field(default_factory=dict)
     # recipient number -> seconds to wait before answering
     delays: dict[str, float] = field(default_factory=dict)
+    # seconds to wait before answering any number not in ``delays``
+    default_delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     created: list[dict[str, Any]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -105,8 +107,9 @@ class FakeTwilio:
         form = {key: values[-1] for key, values in parse_qs(raw).items()}
         self.received.append(Received(account_sid=match["sid"], form=form))
         to = form.get("To", "")
-        if to in self.delays:
-            time.sleep(self.delays[to])
+        delay = self.delays.get(to, self.default_delay)
+        if delay:
+            time.sleep(delay)
         if "To" not in form or "Body" not in form:
             self._reply(request, 400, _error(21604, "A 'To' phone number is required.", 400))
             return

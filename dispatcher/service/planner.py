@@ -38,6 +38,7 @@ class PlanReport:
     dry_run: bool
     accounts: int = 0
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    complete: bool = True
 
     def add(self, key: MessageKey, outcome: str) -> None:
         self.counts[(key.stage, key.channel.value, outcome)] += 1
@@ -278,10 +279,18 @@ class Planner:
         *,
         dry_run: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> PlanReport:
-        """Plan every account at ``now``; with ``dry_run`` decide and render but write nothing."""
+        """Plan every account at ``now``; with ``dry_run`` decide and render but write nothing.
+
+        ``stop`` is asked between batches: a service shutting down commits the batch in
+        hand and leaves the rest to the next run (``report.complete`` is then False).
+        """
         report = PlanReport(now=now, dry_run=dry_run)
         for accounts in self.store.plannable_batches(self.horizon(now).date(), self.batch_size):
+            if stop is not None and stop():
+                report.complete = False
+                break
             existing = self.store.existing_messages([a.account_id for a in accounts])
             batch = _Batch(now, report, partial(self._contacts, accounts, now))
             for account in accounts:

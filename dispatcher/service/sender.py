@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,13 +28,44 @@ from dispatcher.error import DeliveryError, PermanentDelivery
 from dispatcher.service.ledger import ContactLedger
 from dispatcher.service.planner import deferral_detail
 from dispatcher.service.timing import ContactTiming
-from dispatcher.store.sql import AuditEntry, Claim, ClaimedMessage, SqlStore
+from dispatcher.store.sql import AttemptRecord, AuditEntry, Claim, ClaimedMessage, SqlStore
 
 ACTOR = "system:sender"
 
 
 # Records an outcome that needs no delivery: (message_id, column values, audit records).
 Settle = Callable[[str, Mapping[str, object], Iterable[AuditEntry]], None]
+
+
+class _Written:
+    """Outcomes of handed-over messages, written a few at a time.
+
+    One transaction per message was what bounded delivery throughput (a round trip
+    each); here outcomes are written together once 50 are waiting or the oldest has
+    waited half a second, and always at the end of a batch. A crash in between leaves
+    those messages ``sending``: after the lease they are reported as of unknown outcome,
+    never resent, the same as a crash during the provider call.
+    """
+
+    def __init__(self, store: SqlStore, most: int = 50, longest: float = 0.5) -> None:
+        self.store = store
+        self.most = most
+        self.longest = longest
+        self._waiting: list[AttemptRecord] = []
+        self._since = 0.0
+
+    def add(
+        self, message_id: str, values: Mapping[str, object], audit: Iterable[AuditEntry]
+    ) -> None:
+        if not self._waiting:
+            self._since = time.monotonic()
+        self._waiting.append(AttemptRecord(message_id, values, tuple(audit)))
+        if len(self._waiting) >= self.most or time.monotonic() - self._since >= self.longest:
+            self.flush()
+
+    def flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        self.store.finish_sends(waiting)
 
 
 @dataclass
@@ -100,7 +132,13 @@ class Sender:
                 if not claim.messages:
                     break
                 ready = self._vet(claim, report)
-            await asyncio.gather(*(self._gated(gate, m, now, report) for m in ready))
+            written = _Written(self.store)
+            try:
+                await asyncio.gather(
+                    *(self._gated(gate, m, now, report, written.add) for m in ready)
+                )
+            finally:
+                written.flush()
         for channel in self.channels.values():
             # Connection-holding channels (SMTP) close politely at the end of a run.
             close = getattr(channel, "close", None)
@@ -158,12 +196,19 @@ class Sender:
             report.add(channel, "interrupted")
 
     async def _gated(
-        self, gate: asyncio.Semaphore, message: ClaimedMessage, now: datetime, report: SendReport
+        self,
+        gate: asyncio.Semaphore,
+        message: ClaimedMessage,
+        now: datetime,
+        report: SendReport,
+        settle: Settle,
     ) -> None:
         async with gate:
-            await self._send_one(message, now, report)
+            await self._send_one(message, now, report, settle)
 
-    async def _send_one(self, message: ClaimedMessage, now: datetime, report: SendReport) -> None:
+    async def _send_one(
+        self, message: ClaimedMessage, now: datetime, report: SendReport, settle: Settle
+    ) -> None:
         attempt = message.attempts + 1
         outbound = Outbound(
             message_id=message.message_id,
@@ -184,7 +229,7 @@ class Sender:
             receipt: Receipt = await self.channels[message.channel].deliver(outbound)
         except DeliveryError as exc:
             report.error(message.channel.value, exc.code)
-            self._failed(message, attempt, exc, now, report)
+            self._failed(message, attempt, exc, now, report, settle)
             return
         if message.due_at is not None:
             report.latency(message.channel.value, (now - message.due_at).total_seconds())
@@ -204,6 +249,7 @@ class Sender:
             },
             {"attempt": attempt, "provider_message_id": receipt.provider_message_id},
             "sent",
+            settle=settle,
         )
 
     def _held_back(
@@ -320,6 +366,7 @@ class Sender:
         exc: DeliveryError,
         now: datetime,
         report: SendReport,
+        settle: Settle,
     ) -> None:
         retry_at = None
         if not isinstance(exc, PermanentDelivery):
@@ -345,6 +392,7 @@ class Sender:
                 "next_attempt_at": retry_at.isoformat() if retry_at else None,
             },
             "retry" if retry_at else "failed",
+            settle=settle,
         )
 
     @staticmethod

@@ -130,3 +130,22 @@ class HoldRow(SQLModel, table=True):
     lifted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
     lifted_by: str | None = None
     lift_note: str | None = None
+
+
+class RunRow(SQLModel, table=True):
+    """One scheduled run (plan, housekeeping) by one service instance.
+
+    Shared by every instance, so /readyz and the ops pages can tell when planning last
+    succeeded anywhere, and who did it.
+    """
+
+    __tablename__ = "run"
+    __table_args__ = (Index("ix_run_kind", "kind", "status", "finished_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    instance: str
+    started_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    status: str = "running"
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))

@@ -1,4 +1,4 @@
-"""The whole path on a real SQLite file: import → plan → send → audit, replayed."""
+"""The whole path on a real database (SQLite and PostgreSQL): import → plan → send → audit."""
 
 from __future__ import annotations
 
@@ -296,7 +296,7 @@ def test_audit_detail_is_json_with_hashes(app: App, tmp_path: Path) -> None:
 
 
 def test_missing_or_failing_templates_hold_the_message_visibly(
-    tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+    tmp_path: Path, database_url: str, channels: dict[ChannelKind, MemoryChannel]
 ) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(ROOT / "templates", templates)
@@ -311,7 +311,7 @@ def test_missing_or_failing_templates_hold_the_message_visibly(
         '  { id = "day1", day = 1, channel = "sms", template = "broken" },\n'
         '  { id = "day1", day = 1, channel = "email", template = "absent" },\n]\n'
     )
-    settings = settings_for(tmp_path).model_copy(
+    settings = settings_for(tmp_path, database_url).model_copy(
         update={"templates_dir": templates, "strategy_file": strategy}
     )
     app = bootstrap(settings, channels=channels)
