@@ -37,6 +37,7 @@ from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
 from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml
+from dispatcher.store.schema import INITIAL
 from dispatcher.templates_cli import templates_app
 
 app = typer.Typer(
@@ -145,6 +146,36 @@ def init() -> None:
         f"strategy {strategy.id!r}: {len(strategy.stages)} stages; "
         f"{len(templates.names())} templates loaded"
     )
+
+
+@app.command()
+def downgrade(
+    to: Annotated[
+        str,
+        typer.Option("--to", help="Migration to go back to (default: the one before the newest)."),
+    ] = "-1",
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: data in undone columns is lost.")] = (
+        False
+    ),
+) -> None:
+    """Undo migrations, to roll back to the previous dispatcher release (docs/OPERATIONS.md).
+
+    Run it with the *newer* release installed (it knows how to undo its migrations), with
+    every `serve` stopped, after a backup; then install the older release.
+    """
+    if not yes:
+        raise InputError(
+            "downgrade drops what the undone migrations added (columns, tables, their data): "
+            "back up first, stop every `dispatcher serve`, then run again with --yes"
+        )
+    wired = _app(check_schema=False)
+    if to == "-1" and wired.store.schema_revision() in (None, INITIAL):
+        raise InputError(
+            "the database is at its first migration (or has none): nothing before it but an "
+            "empty database; say --to base to drop every table on purpose"
+        )
+    migration = wired.store.downgrade_schema(to)
+    out.print(f"schema at migration {migration.after} (downgraded from {migration.before})")
 
 
 @app.command()

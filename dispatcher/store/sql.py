@@ -221,6 +221,15 @@ class SqlStore:
         """
         return schema.upgrade(self.engine)
 
+    def downgrade_schema(self, revision: str) -> Migration:
+        """Take the schema back to ``revision`` (``-1``: one step), for rolling back an
+        upgrade of dispatcher; what the undone migrations added is dropped."""
+        return schema.downgrade(self.engine, revision)
+
+    def schema_revision(self) -> str | None:
+        """The migration the database is at (None: not initialised)."""
+        return schema.current_revision(self.engine)
+
     def check_schema(self) -> None:
         """Fail with a clear message when ``dispatcher init`` has not been run, or must run
         again because this dispatcher brings migrations the database lacks."""

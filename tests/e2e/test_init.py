@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from dispatcher.bootstrap import build_store
-from dispatcher.store.schema import head_revision
+from dispatcher.store.schema import current_revision, head_revision, known_revisions
 from dispatcher.store.sql import ACCOUNT, AUDIT, HOLD, MESSAGE
 from tests.e2e.test_cli import NOW, settings_file
 
@@ -84,3 +84,36 @@ def test_init_adopts_a_database_made_before_migrations(
     ) in adopted.stdout
     planned = dispatcher(tmp_path, empty_database_url, "plan", "--now", NOW.isoformat())
     assert planned.returncode == 0, planned.stderr
+
+
+def test_downgrade_undoes_the_newest_migration_only_when_confirmed_and_init_redoes_it(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    revisions = known_revisions()
+    assert dispatcher(tmp_path, empty_database_url, "init").returncode == 0
+
+    unconfirmed = dispatcher(tmp_path, empty_database_url, "downgrade")
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert current_revision(build_store(empty_database_url).engine) == revisions[-1]
+
+    done = dispatcher(tmp_path, empty_database_url, "downgrade", "--yes")
+
+    assert done.returncode == 0, done.stderr
+    assert f"schema at migration {revisions[-2]} (downgraded from {revisions[-1]})" in done.stdout
+    behind = dispatcher(tmp_path, empty_database_url, "plan", "--now", NOW.isoformat())
+    assert behind.returncode == 2 and "run `dispatcher init`" in behind.stderr
+    again = dispatcher(tmp_path, empty_database_url, "init")
+    assert f"upgraded from {revisions[-2]}" in again.stdout, again.stderr
+
+
+def test_downgrade_will_not_drop_the_first_migration_by_default(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    assert dispatcher(tmp_path, empty_database_url, "init").returncode == 0
+    for _ in known_revisions()[1:]:
+        assert dispatcher(tmp_path, empty_database_url, "downgrade", "--yes").returncode == 0
+
+    refused = dispatcher(tmp_path, empty_database_url, "downgrade", "--yes")
+
+    assert refused.returncode == 2 and "--to base" in refused.stderr
+    assert current_revision(build_store(empty_database_url).engine) == known_revisions()[0]
