@@ -179,6 +179,18 @@ def downgrade(
 
 
 @app.command()
+def backup(
+    target: Annotated[
+        Path, typer.Argument(help="New file for the copy, e.g. backup/2026-12-01.db")
+    ],
+) -> None:
+    """Copy the SQLite database consistently while the service runs (PostgreSQL: pg_dump)."""
+    wired = _app(check_schema=False)
+    wired.store.back_up(target)
+    out.print(f"backed up to {target} at migration {wired.store.schema_revision()}")
+
+
+@app.command()
 def plan(
     now: NowOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide, write nothing.")] = False,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -31,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from dispatcher.domain.account import Account, AccountStatus, Flag, HoldRecord, PostalAddress
 from dispatcher.domain.decision import Existing
@@ -225,6 +226,29 @@ class SqlStore:
         """Take the schema back to ``revision`` (``-1``: one step), for rolling back an
         upgrade of dispatcher; what the undone migrations added is dropped."""
         return schema.downgrade(self.engine, revision)
+
+    def back_up(self, target: Path) -> None:
+        """Write a consistent copy of a SQLite database to ``target`` while it is in use.
+
+        ``VACUUM INTO`` reads one snapshot (the WAL included), so a running ``serve`` need
+        not stop; copying the file alone could miss what still sits in the -wal file.
+        PostgreSQL has its own tools (pg_dump, base backups): they are refused here.
+        """
+        if self._dialect != "sqlite":
+            raise StoreError(
+                "backup copies SQLite databases only; back up PostgreSQL with pg_dump "
+                "(docs/OPERATIONS.md)"
+            )
+        if target.exists():
+            raise StoreError(f"{target}: exists already; choose a new file name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("VACUUM INTO ?", (str(target),))
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"{target}: backup failed: {getattr(exc, 'orig', None) or exc}"
+            ) from exc
 
     def schema_revision(self) -> str | None:
         """The migration the database is at (None: not initialised)."""

@@ -361,3 +361,29 @@ def test_a_secret_in_the_settings_file_is_refused(tmp_path: Path) -> None:
 def test_templates_commands_are_part_of_the_cli(initialised: Path) -> None:
     result = run(initialised, "templates", "lint")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_backup_is_a_working_copy_that_history_reads_after_a_restore(initialised: Path) -> None:
+    accounts = write_csv(initialised / "a.csv", [row("B-1", days_ago(1)), row("B-2", days_ago(40))])
+    assert run(initialised, "import", "accounts", str(accounts)).returncode == 0
+    assert run(initialised, "run-once", "--now", NOW.isoformat()).returncode == 0
+    before = run(initialised, "history", "B-2", "--json")
+    target = initialised / "backup" / "copy.db"
+
+    done = run(initialised, "backup", str(target))
+
+    assert done.returncode == 0, done.stderr
+    assert "at migration" in done.stdout
+    again = run(initialised, "backup", str(target))
+    assert again.returncode == 2 and "exists already" in again.stderr
+    # Restore = point the settings at the copy (or move it into place with serve stopped).
+    restored = initialised / "restored"
+    restored.mkdir()
+    config = settings_file(restored)
+    config.write_text(
+        config.read_text().replace(str(restored / "db.sqlite"), str(target)), encoding="utf-8"
+    )
+    after = run(restored, "history", "B-2", "--json", config=config)
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+    assert json.loads(after.stdout)["messages"]
