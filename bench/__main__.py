@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -13,8 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-06-10T15:00:00+00:00"
@@ -125,10 +132,82 @@ def send(accounts: int, workers: list[int], repeat: int, history: int, url: str 
     limit binds) and records each outcome with its audit record. ``history`` finished
     messages are added first, so the claim runs over a large outbox as in production.
     """
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    with _postgres(url) as pg, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        _seed(pg, work, accounts, history)
+        for count in workers:
+            rates: list[float] = []
+            sent = 0
+            for run in range(repeat):
+                name = f"bench_run_{count}_{run}"
+                run_settings = _settings(_mkdir(work / name), pg.database(name, "bench_seed"))
+                results = _workers(work / name, "send", run_settings, count)
+                sent = sum(r["sent"] for r in results)
+                wall = max(r["finished"] for r in results) - min(r["started"] for r in results)
+                rates.append(sent / wall)
+                pg.drop(name)
+            print(f"send, {count} worker(s): {sent:,} messages; messages/s  {_spread(rates)}")
 
-    from dispatcher.portfolio import write_portfolio
+
+def latency(
+    accounts: int, rate: float, seconds: float, repeat: int, history: int, url: str | None
+) -> None:
+    """Due time → hand-off to the provider, with messages falling due at ``rate`` per second.
+
+    The planned messages that are due at the start are re-timed to fall due one after
+    another over ``seconds`` (a steady trickle, as the day's windows open); one worker runs
+    the service's send loop on a clock that runs at real pace from the plan's instant, and
+    the channel notes the moment of each hand-off. No provider limit binds.
+    """
+    with _postgres(url) as pg, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        _seed(pg, work, accounts, history)
+        p50s: list[float] = []
+        p99s: list[float] = []
+        worst: list[float] = []
+        handed = 0
+        for run in range(repeat):
+            name = f"bench_latency_{run}"
+            url_run = pg.database(name, "bench_seed")
+            due = _retime(url_run, rate, seconds)
+            run_settings = _settings(_mkdir(work / name), url_run)
+            [result] = _workers(work / name, "trickle", run_settings, 1, str(seconds + 5))
+            delays = sorted(result["delays"])
+            handed = len(delays)
+            p50s.append(statistics.median(delays))
+            p99s.append(delays[min(len(delays) - 1, int(len(delays) * 0.99))])
+            worst.append(delays[-1])
+            pg.drop(name)
+            print(f"run {run + 1}: {due:,} due over {seconds:.0f} s, {handed:,} handed over")
+
+        def ms(values: list[float]) -> str:
+            return _spread([v * 1000 for v in values]) + " ms"
+
+        print(f"due → hand-off at {rate:,.0f} messages/s: p50 {ms(p50s)}")
+        print(f"due → hand-off at {rate:,.0f} messages/s: p99 {ms(p99s)}")
+        print(f"due → hand-off at {rate:,.0f} messages/s: max {ms(worst)}")
+
+
+@dataclass
+class _Postgres:
+    engine: Engine
+    admin: URL
+
+    def database(self, name: str, template: str = "template0") -> str:
+        """A fresh database (a copy of ``template``); its URL."""
+        with self.engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        return self.admin.set(database=name).render_as_string(hide_password=False)
+
+    def drop(self, name: str) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def _postgres(url: str | None) -> Iterator[_Postgres]:
+    """A PostgreSQL to measure on: ``url``'s server, or a throwaway cluster of our own."""
     from tests.pg_server import LocalCluster, find_bin_dir
 
     cluster = None
@@ -141,70 +220,8 @@ def send(accounts: int, workers: list[int], repeat: int, history: int, url: str 
     else:
         admin = make_url(url).set(drivername="postgresql+psycopg")
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-
-    def database(name: str, template: str = "template0") -> str:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-        return admin.set(database=name).render_as_string(hide_password=False)
-
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-            work = Path(tmp)
-            csv_path = work / "accounts.csv"
-            write_portfolio(csv_path, accounts, today=datetime.fromisoformat(NOW).date())
-            _one_person_per_account(csv_path)
-            seed = database("bench_seed")
-            settings = _settings(work, seed)
-            imported = _child("import", settings, [str(csv_path)])
-            print(f"import (PostgreSQL): {imported['rows_per_s']:,.0f} rows/s")
-            planned = _child("plan", settings, [])
-            print(
-                f"plan (PostgreSQL): {accounts / planned['seconds']:,.0f} accounts/s first, "
-                f"{accounts / planned['replan_seconds']:,.0f} accounts/s re-plan; "
-                f"{planned['messages']:,.0f} decisions"
-            )
-            if history:
-                _add_history(seed, history)
-                print(f"outbox: {history:,} finished messages added")
-            for count in workers:
-                rates: list[float] = []
-                sent = 0
-                for run in range(repeat):
-                    db = database(f"bench_run_{count}_{run}", template="bench_seed")
-                    (work / f"w{count}r{run}").mkdir()
-                    run_settings = _settings(work / f"w{count}r{run}", db)
-                    go = work / f"go-{count}-{run}"
-                    procs = [
-                        subprocess.Popen(
-                            [
-                                sys.executable,
-                                "-m",
-                                "bench.child",
-                                "send",
-                                str(run_settings),
-                                str(go),
-                            ],
-                            stdout=subprocess.PIPE,
-                            text=True,
-                            cwd=ROOT,
-                        )
-                        for _ in range(count)
-                    ]
-                    time.sleep(2)  # let every worker import and connect before the gun
-                    go.touch()
-                    results = []
-                    for proc in procs:
-                        out, _ = proc.communicate(timeout=3600)
-                        if proc.returncode != 0:
-                            sys.exit(f"bench: a send worker failed ({proc.returncode})")
-                        results.append(json.loads(out.strip().splitlines()[-1]))
-                    sent = sum(r["sent"] for r in results)
-                    wall = max(r["finished"] for r in results) - min(r["started"] for r in results)
-                    rates.append(sent / wall)
-                    with engine.connect() as conn:
-                        conn.execute(text(f'DROP DATABASE "bench_run_{count}_{run}" WITH (FORCE)'))
-                print(f"send, {count} worker(s): {sent:,} messages; messages/s  {_spread(rates)}")
+        yield _Postgres(engine, admin)
     finally:
         engine.dispose()
         if cluster is not None:
@@ -213,6 +230,81 @@ def send(accounts: int, workers: list[int], repeat: int, history: int, url: str 
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}"
     )
+
+
+def _seed(pg: _Postgres, work: Path, accounts: int, history: int) -> None:
+    """Database ``bench_seed``: a generated portfolio imported and planned at ``NOW``, plus
+    ``history`` finished messages; each measured run works on a copy of it."""
+    from dispatcher.portfolio import write_portfolio
+
+    csv_path = work / "accounts.csv"
+    write_portfolio(csv_path, accounts, today=datetime.fromisoformat(NOW).date())
+    _one_person_per_account(csv_path)
+    seed = pg.database("bench_seed")
+    settings = _settings(_mkdir(work / "seed"), seed)
+    imported = _child("import", settings, [str(csv_path)])
+    print(f"import (PostgreSQL): {imported['rows_per_s']:,.0f} rows/s")
+    planned = _child("plan", settings, [])
+    print(
+        f"plan (PostgreSQL): {accounts / planned['seconds']:,.0f} accounts/s first, "
+        f"{accounts / planned['replan_seconds']:,.0f} accounts/s re-plan; "
+        f"{planned['messages']:,.0f} decisions"
+    )
+    if history:
+        _add_history(seed, history)
+        print(f"outbox: {history:,} finished messages added")
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _workers(
+    work: Path, step: str, settings: Path, count: int, *extra: str
+) -> list[dict[str, Any]]:
+    """Run ``count`` worker processes of ``step`` from one starting gun; their results."""
+    go = work / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.child", step, str(settings), str(go), *extra],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for _ in range(count)
+    ]
+    time.sleep(2)  # let every worker import and connect before the gun
+    go.touch()
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=3600)
+        if proc.returncode != 0:
+            sys.exit(f"bench: a {step} worker failed ({proc.returncode})")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def _retime(url: str, rate: float, seconds: float) -> int:
+    """Spread the messages due at ``NOW`` over the next ``seconds``, ``rate`` per second;
+    the rest of them wait an hour. Returns how many fall due in the window."""
+    import psycopg
+
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    wanted = int(rate * seconds)
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            "WITH due AS (SELECT message_id, row_number() OVER (ORDER BY message_id) - 1 AS n"
+            "  FROM message WHERE status = 'queued'"
+            "  AND (scheduled_for IS NULL OR scheduled_for <= %(now)s))"
+            " UPDATE message m SET scheduled_for = CASE WHEN due.n < %(wanted)s"
+            "  THEN %(now)s + make_interval(secs => 2 + due.n / %(rate)s)"
+            "  ELSE %(now)s + interval '1 hour' END"
+            " FROM due WHERE m.message_id = due.message_id",
+            {"now": datetime.fromisoformat(NOW), "wanted": wanted, "rate": rate},
+        )
+        conn.execute("ANALYZE message")
+    return wanted
 
 
 def _add_history(url: str, rows: int) -> None:
@@ -263,12 +355,23 @@ def main() -> None:
     s.add_argument("--repeat", type=int, default=2)
     s.add_argument("--history", type=int, default=1_000_000, help="finished rows added first")
     s.add_argument("--database-url", help="a PostgreSQL superuser URL (default: start one)")
+    t = sub.add_parser("latency", help="due time to hand-off, messages falling due steadily")
+    t.add_argument("--accounts", type=int, default=100_000)
+    t.add_argument("--rate", type=float, default=200.0, help="messages falling due per second")
+    t.add_argument("--seconds", type=float, default=30.0)
+    t.add_argument("--repeat", type=int, default=3)
+    t.add_argument("--history", type=int, default=1_000_000, help="finished rows added first")
+    t.add_argument("--database-url", help="a PostgreSQL superuser URL (default: start one)")
     args = parser.parse_args()
     if args.what == "plan":
         plan(args.accounts, args.repeat)
     elif args.what == "send":
         workers = [int(n) for n in args.workers.split(",")]
         send(args.accounts, workers, args.repeat, args.history, args.database_url)
+    elif args.what == "latency":
+        latency(
+            args.accounts, args.rate, args.seconds, args.repeat, args.history, args.database_url
+        )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import text
+
 from dispatcher.bootstrap import bootstrap
+from dispatcher.channel import Outbound, Receipt
 from dispatcher.channel.memory import MemoryChannel
+from dispatcher.clock import RunningClock
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.service.importer import import_accounts
 from dispatcher.settings import load_settings
@@ -27,6 +31,9 @@ def main() -> None:
     step, settings_path = sys.argv[1], Path(sys.argv[2])
     if step == "send":
         _send(settings_path, Path(sys.argv[3]))
+        return
+    if step == "trickle":
+        _trickle(settings_path, Path(sys.argv[3]), float(sys.argv[4]))
         return
     app = bootstrap(load_settings(settings_path))
     if step == "import":
@@ -91,6 +98,44 @@ def _send(settings_path: Path, go: Path) -> None:
             break
     finished = time.time()
     print(json.dumps({"sent": sent, "started": started, "finished": finished}))
+
+
+class _Stopwatch:
+    """A channel that takes every message and notes when it was handed over."""
+
+    def __init__(self, clock: RunningClock) -> None:
+        self.clock = clock
+        self.handed: dict[str, datetime] = {}
+
+    async def deliver(self, message: Outbound) -> Receipt:
+        self.handed[message.message_id] = self.clock.now()
+        return Receipt(provider_message_id=f"bench-{message.message_id}")
+
+
+def _trickle(settings_path: Path, go: Path, seconds: float) -> None:
+    """The service's send loop for ``seconds`` on a clock running from ``NOW``: how long
+    after its due time each message was handed over."""
+    clock = RunningClock(NOW)
+    watch = _Stopwatch(clock)
+    app = bootstrap(load_settings(settings_path), channels=dict.fromkeys(ChannelKind, watch))
+    sender = app.sender()
+    while not go.exists():
+        time.sleep(0.005)
+    clock = watch.clock = RunningClock(NOW)
+    idle = 0.05  # serve.send_idle_seconds as a latency-minded operator would set it
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        report = asyncio.run(sender.send(clock.now()))
+        if report.total == 0:
+            time.sleep(idle)
+    with app.store.engine.connect() as conn:
+        due = dict(
+            conn.execute(
+                text("SELECT message_id, scheduled_for FROM message WHERE status = 'sent'")
+            ).all()
+        )
+    delays = [(at - due[mid]).total_seconds() for mid, at in watch.handed.items() if due.get(mid)]
+    print(json.dumps({"delays": delays}))
 
 
 if __name__ == "__main__":
