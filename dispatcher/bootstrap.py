@@ -27,11 +27,13 @@ from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.error import ConfigError, InputError, TemplateError
 from dispatcher.holiday import is_holiday
 from dispatcher.policy_book import PolicyBook
+from dispatcher.service.audit_log import AnchorFile
 from dispatcher.service.planner import Planner
 from dispatcher.service.sender import Sender
 from dispatcher.service.template_lint import Severity, lint_directory
 from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
+from dispatcher.store.chain import AuditChainStore
 from dispatcher.store.sql import SqlStore, configure_sqlite
 from dispatcher.template import TemplateSet
 from dispatcher.template.context import Creditor
@@ -197,6 +199,14 @@ class App:
             templates=templates,
             timing=ContactTiming(policies, is_holiday),
         )
+
+    @cached_property
+    def audit_chain(self) -> AuditChainStore:
+        return AuditChainStore(self.store.engine)
+
+    @cached_property
+    def anchors(self) -> AnchorFile:
+        return AnchorFile(self.settings.audit.anchor_file)
 
     def planner(self) -> Planner:
         return Planner(

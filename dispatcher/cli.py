@@ -31,7 +31,7 @@ from dispatcher.clock import RunningClock, SystemClock, parse_instant
 from dispatcher.domain.policy import PLACEABLE, HoldReason
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, InputError
-from dispatcher.service import explainer, simulator
+from dispatcher.service import audit_log, explainer, simulator
 from dispatcher.service.export import write_messages
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
@@ -50,6 +50,8 @@ import_app = typer.Typer(no_args_is_help=True, help="Bring data in.")
 export_app = typer.Typer(no_args_is_help=True, help="Take data out.")
 app.add_typer(import_app, name="import")
 hold_app = typer.Typer(no_args_is_help=True, help="Place, lift and list holds.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit chain.")
+app.add_typer(audit_app, name="audit")
 app.add_typer(export_app, name="export")
 app.add_typer(hold_app, name="hold")
 app.add_typer(templates_app, name="templates")
@@ -552,6 +554,59 @@ def hold_list(account_id: str, as_json: JsonOption = False) -> None:
 
 def _plain(row: Mapping[Any, Any]) -> dict[str, object]:
     return {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()}
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Chain the audit records not sealed yet and write the head to the anchor file.
+
+    `serve` does this at every housekeeping run; run it after CLI work without a service.
+    """
+    wired = _app()
+    sealed = audit_log.seal(wired.audit_chain, wired.anchors, anchor=True)
+    if sealed.head is None:
+        out.print("audit chain is empty")
+        return
+    where = f"; anchor written to {wired.anchors.path}" if sealed.anchored else ""
+    out.print(f"audit chain sealed to seq {sealed.head.seq} ({sealed.head.hash[:16]}…){where}")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOption = False) -> None:
+    """Walk the audit chain and the anchors; name the first broken record (exit 1)."""
+    wired = _app()
+    found = audit_log.check(wired.audit_chain, wired.anchors)
+    verdict = found.verdict
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "intact": verdict.intact,
+                    "sealed": verdict.sealed,
+                    "unsealed": found.unsealed,
+                    "anchors": found.anchors,
+                    "head": None
+                    if verdict.head is None
+                    else {"seq": verdict.head.seq, "hash": verdict.head.hash},
+                    "broken": verdict.broken,
+                    "at_seq": verdict.at_seq,
+                    "record_id": verdict.record_id,
+                    "explanation": verdict.explanation,
+                }
+            )
+        )
+    elif verdict.intact:
+        head = f", head {verdict.head.hash[:16]}…" if verdict.head else ""
+        out.print(
+            f"audit chain intact: {verdict.sealed} records{head}; checked against "
+            f"{found.anchors} anchors"
+        )
+    else:
+        err.print(f"audit chain BROKEN ({verdict.broken}): {verdict.explanation}", markup=False)
+    if verdict.intact and found.unsealed and not as_json:
+        out.print(f"{found.unsealed} newer records not sealed yet (`dispatcher audit seal`)")
+    if not verdict.intact:
+        raise typer.Exit(1)
 
 
 @export_app.command("messages")

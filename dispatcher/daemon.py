@@ -22,6 +22,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from dispatcher.bootstrap import App
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.error import DispatcherError, StoreError
 from dispatcher.metric import Metrics
+from dispatcher.service import audit_log
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
 from dispatcher.settings import cron_trigger
@@ -71,6 +73,7 @@ class Service:
         self.reloads = 0
         self._plan_task: asyncio.Future[PlanReport] | None = None
         self._planning_now = asyncio.Lock()
+        self._anchored_at = -float("inf")
 
     # -- life cycle -------------------------------------------------------------------
     async def run(self) -> int:
@@ -103,6 +106,11 @@ class Service:
             await self._drain(sending)
             server.should_exit = True
             await serving
+            try:
+                # What the last batches wrote is chained before the process goes.
+                await asyncio.to_thread(self._seal_audit)
+            except DispatcherError as exc:
+                log.error("audit_seal_failed", error=str(exc))
         finally:
             self._stop_schedule()
             self.planning.release()
@@ -237,6 +245,16 @@ class Service:
         self._observe(report)
         if report.total or expired:
             log.info("housekeeping", interrupted=report.total, holds_expired=expired)
+        await asyncio.to_thread(self._seal_audit)
+
+    def _seal_audit(self) -> None:
+        """Chain new audit records; anchor the head every ``audit.anchor_seconds``, in the
+        anchor file and in the log (two places outside the database)."""
+        due = time.monotonic() - self._anchored_at >= self.app.settings.audit.anchor_seconds
+        sealed = audit_log.seal(self.app.audit_chain, self.app.anchors, anchor=due)
+        if sealed.anchored and sealed.head is not None:
+            self._anchored_at = time.monotonic()
+            log.info("audit_anchored", seq=sealed.head.seq, hash=sealed.head.hash)
 
     async def _send_loop(self) -> None:
         idle = self.settings.send_idle_seconds

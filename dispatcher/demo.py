@@ -19,6 +19,7 @@ from dispatcher import view
 from dispatcher.bootstrap import App
 from dispatcher.domain.staging import local_date
 from dispatcher.portfolio import write_portfolio
+from dispatcher.service import audit_log
 from dispatcher.service.importer import import_accounts
 
 
@@ -107,3 +108,9 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
             "(plans are idempotent). Delete var/ to start over."
         )
     console.print("export for auditors: dispatcher export messages --format jsonl")
+    sealed = audit_log.seal(app.audit_chain, app.anchors, anchor=True)
+    if sealed.head is not None:
+        console.print(
+            f"audit chain: {sealed.head.seq} records sealed, head anchored in "
+            f"{app.anchors.path} (check it: dispatcher audit verify)"
+        )

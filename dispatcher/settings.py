@@ -135,6 +135,18 @@ class ServeSettings(_Section):
         return value
 
 
+class AuditSettings(_Section):
+    """The tamper-evident audit chain (rule AUDIT.chain, docs/COMPLIANCE.md)."""
+
+    # Anchors (the chain's head, seq and hash) are appended here, outside the database,
+    # so that a chain cut short is detected. Keep it on other storage than the database,
+    # or ship it off the machine with the logs.
+    anchor_file: Path = Path("var/audit-anchors.jsonl")
+    # `serve` seals new audit records at every housekeeping run and writes an anchor at
+    # most this often (and `dispatcher audit seal` writes one every time).
+    anchor_seconds: float = Field(default=3600.0, gt=0)
+
+
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
@@ -184,6 +196,7 @@ class Settings(BaseSettings):
     plan: PlanSettings = PlanSettings()
     send: SendSettings = SendSettings()
     serve: ServeSettings = ServeSettings()
+    audit: AuditSettings = AuditSettings()
 
     def secret_values(self) -> list[str]:
         """Every secret in force (tokens, passwords, the database URL's password), so

@@ -21,7 +21,7 @@ from dispatcher.account_file import COLUMNS
 from dispatcher.bootstrap import App, bootstrap
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.strategy import ChannelKind
-from dispatcher.settings import Settings, SinkSettings
+from dispatcher.settings import AuditSettings, Settings, SinkSettings
 from tests.factory import ROOT
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ def settings_for(tmp_path: Path, database_url: str | None = None) -> Settings:
         strategy_file=ROOT / "config" / "strategy.toml",
         policies_dir=ROOT / "config" / "policies",
         sinks=SinkSettings(directory=tmp_path / "sink"),
+        audit=AuditSettings(anchor_file=tmp_path / "audit-anchors.jsonl"),
     )
 
 

@@ -96,7 +96,12 @@ class AuditRow(SQLModel, table=True):
     """One audit record: an event (past tense), about an account and maybe a message."""
 
     __tablename__ = "audit"
-    __table_args__ = (Index("ix_audit_account", "account_id", "id"),)
+    __table_args__ = (
+        Index("ix_audit_account", "account_id", "id"),
+        # Unique: two sealers can never fork the chain. The sealer also finds what is not
+        # chained yet (seq IS NULL: NULLs do not collide) on it.
+        Index("ix_audit_seq", "seq", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
@@ -105,6 +110,10 @@ class AuditRow(SQLModel, table=True):
     account_id: str | None = None
     message_id: str | None = Field(default=None, index=True)
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    # The tamper-evident chain (dispatcher.domain.audit_chain), set when the record is sealed.
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger))
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64)
 
 
 class HoldRow(SQLModel, table=True):

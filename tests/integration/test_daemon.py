@@ -108,3 +108,22 @@ def test_housekeeping_closes_holds_past_their_end_and_audits_it(app: App, tmp_pa
     # Run twice: nothing new.
     asyncio.run(service(app).housekeep())
     assert audit_events(app).count(("hold_expired", None)) == 1
+
+
+def test_housekeeping_seals_the_audit_chain_and_anchors_its_head(app: App, tmp_path: Path) -> None:
+    load(app, tmp_path, [row("A-1", days_ago(1)), row("A-2", days_ago(40))])
+    asyncio.run(service(app).plan())
+    assert app.audit_chain.unsealed() > 0
+    running = service(app)
+
+    asyncio.run(running.housekeep())
+
+    assert app.audit_chain.unsealed() == 0
+    head = app.audit_chain.head()
+    assert head is not None and app.anchors.read() == [head]
+    # Within the anchor interval, new records are sealed but not anchored again.
+    load(app, tmp_path, [row("A-3", days_ago(2))])
+    asyncio.run(running.plan())
+    asyncio.run(running.housekeep())
+    assert app.audit_chain.unsealed() == 0
+    assert app.anchors.read() == [head]

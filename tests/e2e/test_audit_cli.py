@@ -1,0 +1,56 @@
+"""`dispatcher audit seal` and `audit verify` as an auditor runs them: intact after a real
+run, then the database edited behind the program's back, and the newest records deleted."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.conftest import write_csv
+from tests.e2e.test_cli import NOW, days_ago, initialised, run
+from tests.integration.test_pipeline import row
+
+__all__ = ["initialised"]
+
+
+def test_verify_passes_after_a_run_then_names_the_record_edited_in_sql(initialised: Path) -> None:
+    accounts = write_csv(
+        initialised / "a.csv", [row(f"V-{i}", days_ago(1 + 20 * i)) for i in range(5)]
+    )
+    assert run(initialised, "import", "accounts", str(accounts)).returncode == 0
+    assert run(initialised, "run-once", "--now", NOW.isoformat()).returncode == 0
+
+    before = run(initialised, "audit", "verify")
+    sealed = run(initialised, "audit", "seal")
+    intact = run(initialised, "audit", "verify", "--json")
+
+    assert before.returncode == 0 and "not sealed yet" in before.stdout
+    assert sealed.returncode == 0 and "anchor written to" in sealed.stdout
+    report = json.loads(intact.stdout)
+    assert report["intact"] and report["unsealed"] == 0 and report["anchors"] == 1
+    assert report["sealed"] > 10
+    with sqlite3.connect(initialised / "db.sqlite") as db:
+        [(victim,)] = db.execute("SELECT id FROM audit WHERE seq = 5").fetchall()
+        db.execute("UPDATE audit SET actor = 'user:someone' WHERE id = ?", (victim,))
+
+    broken = run(initialised, "audit", "verify")
+
+    assert broken.returncode == 1
+    assert f"record {victim} (seq 5) was changed after it was sealed" in broken.stderr
+
+
+def test_verify_catches_the_newest_records_deleted_through_the_anchor(initialised: Path) -> None:
+    accounts = write_csv(initialised / "a.csv", [row("W-1", days_ago(3)), row("W-2", days_ago(45))])
+    assert run(initialised, "import", "accounts", str(accounts)).returncode == 0
+    assert run(initialised, "run-once", "--now", NOW.isoformat()).returncode == 0
+    assert run(initialised, "audit", "seal").returncode == 0
+    with sqlite3.connect(initialised / "db.sqlite") as db:
+        [(top,)] = db.execute("SELECT max(seq) FROM audit").fetchall()
+        db.execute("DELETE FROM audit WHERE seq > ?", (top - 2,))
+
+    broken = run(initialised, "audit", "verify", "--json")
+
+    assert broken.returncode == 1
+    report = json.loads(broken.stdout)
+    assert report["broken"] == "truncated" and report["at_seq"] == top - 1
