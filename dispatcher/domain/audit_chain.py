@@ -8,7 +8,11 @@ never wait on each other; ``seq`` is the record's place in the chain, 1, 2, 3, .
 Rule AUDIT.chain (house rule; supports Reg F 12 CFR 1006.100 record retention and the
 auditor's "prove what was sent"): every sealed record's hash is
 ``sha256(canonical JSON of [seq, prev_hash, id, at, event, actor, account_id, message_id,
-detail])``; the first record's ``prev_hash`` is :data:`GENESIS`.
+detail_sha256])``; the first record's ``prev_hash`` is :data:`GENESIS`.
+
+The chain covers the *digest* of the detail, not the detail itself, so that personal data
+past its retention period can be purged (the detail replaced by :data:`PURGED`) while the
+chain still verifies: the digest stays, and proves what was there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 GENESIS = "0" * 64
+# The detail of a record whose content was purged past retention (rule RETENTION.purge).
+PURGED = '{"purged": true}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,11 @@ class ChainRecord:
     seq: int | None = None
     prev_hash: str | None = None
     hash: str | None = None
+    detail_sha256: str | None = None
+
+    @property
+    def purged(self) -> bool:
+        return self.detail == PURGED
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,7 @@ class Seal:
     seq: int
     prev_hash: str
     hash: str
+    detail_sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +98,13 @@ class Verdict:
         return self.broken is None
 
 
-def record_hash(record: ChainRecord, seq: int, prev_hash: str) -> str:
-    """The hash of ``record`` sealed at ``seq`` after a record hashed ``prev_hash``."""
+def detail_digest(detail: str) -> str:
+    return hashlib.sha256(detail.encode("utf-8")).hexdigest()
+
+
+def record_hash(record: ChainRecord, seq: int, prev_hash: str, digest: str) -> str:
+    """The hash of ``record`` (its detail digested as ``digest``) sealed at ``seq`` after
+    a record hashed ``prev_hash``."""
     at = record.at.astimezone(UTC).isoformat(timespec="microseconds")
     canonical = json.dumps(
         [
@@ -99,7 +116,7 @@ def record_hash(record: ChainRecord, seq: int, prev_hash: str) -> str:
             record.actor,
             record.account_id,
             record.message_id,
-            record.detail,
+            digest,
         ],
         ensure_ascii=False,
         separators=(",", ":"),
@@ -113,8 +130,9 @@ def seal(head: Anchor | None, records: Sequence[ChainRecord]) -> list[Seal]:
     seals: list[Seal] = []
     for record in records:
         seq += 1
-        digest = record_hash(record, seq, prev)
-        seals.append(Seal(record.id, seq, prev, digest))
+        detail = detail_digest(record.detail)
+        digest = record_hash(record, seq, prev, detail)
+        seals.append(Seal(record.id, seq, prev, digest, detail))
         prev = digest
     return seals
 
@@ -152,7 +170,9 @@ def verify(records: Iterable[ChainRecord], anchors: Sequence[Anchor] = ()) -> Ve
                 f"record {record.id} (seq {record.seq}) does not follow the record before it "
                 "(its prev_hash differs): records were moved or replaced",
             )
-        if record_hash(record, record.seq, prev) != record.hash:
+        detail = record.detail_sha256 or ""
+        edited = not record.purged and detail_digest(record.detail) != detail
+        if edited or record_hash(record, record.seq, prev, detail) != record.hash:
             return Verdict(
                 count,
                 head,

@@ -114,8 +114,22 @@ def _write(conn: Connection, seals: list[Seal]) -> None:
     conn.execute(
         update(AUDIT)
         .where(AUDIT.c.id == bindparam("b_id"), AUDIT.c.seq.is_(None))
-        .values(seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")),
-        [{"b_id": s.id, "b_seq": s.seq, "b_prev": s.prev_hash, "b_hash": s.hash} for s in seals],
+        .values(
+            seq=bindparam("b_seq"),
+            prev_hash=bindparam("b_prev"),
+            hash=bindparam("b_hash"),
+            detail_sha256=bindparam("b_detail"),
+        ),
+        [
+            {
+                "b_id": s.id,
+                "b_seq": s.seq,
+                "b_prev": s.prev_hash,
+                "b_hash": s.hash,
+                "b_detail": s.detail_sha256,
+            }
+            for s in seals
+        ],
     )
 
 
@@ -131,4 +145,5 @@ def _record(row: Any) -> ChainRecord:
         seq=row["seq"],
         prev_hash=row["prev_hash"],
         hash=row["hash"],
+        detail_sha256=row["detail_sha256"],
     )

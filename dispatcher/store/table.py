@@ -114,6 +114,8 @@ class AuditRow(SQLModel, table=True):
     seq: int | None = Field(default=None, sa_column=Column(BigInteger))
     prev_hash: str | None = Field(default=None, max_length=64)
     hash: str | None = Field(default=None, max_length=64)
+    # What the chain covers of ``detail``: it stays when the detail is purged.
+    detail_sha256: str | None = Field(default=None, max_length=64)
 
 
 class HoldRow(SQLModel, table=True):

@@ -26,7 +26,7 @@ APP_TABLES = {"account", "message", "audit", "hold"}
 # What later migrations added to the tables of 0001 (columns, index names): the models
 # declare them, a database adopted at 0001 gets them from those migrations.
 ADDED_SINCE_INITIAL: dict[str, tuple[set[str], set[str]]] = {
-    "audit": ({"seq", "prev_hash", "hash"}, {"ix_audit_seq"}),  # 0007 audit chain
+    "audit": ({"seq", "prev_hash", "hash", "detail_sha256"}, {"ix_audit_seq"}),  # 0007 audit chain
 }
 
 

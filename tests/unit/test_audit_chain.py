@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from dispatcher.domain.audit_chain import (
     GENESIS,
+    PURGED,
     Anchor,
     Break,
     ChainRecord,
+    detail_digest,
     record_hash,
     seal,
     verify,
@@ -42,7 +44,11 @@ def sealed(rows: list[ChainRecord], head: Anchor | None = None) -> list[ChainRec
     seals = {s.id: s for s in seal(head, rows)}
     return [
         dataclasses.replace(
-            r, seq=seals[r.id].seq, prev_hash=seals[r.id].prev_hash, hash=seals[r.id].hash
+            r,
+            seq=seals[r.id].seq,
+            prev_hash=seals[r.id].prev_hash,
+            hash=seals[r.id].hash,
+            detail_sha256=seals[r.id].detail_sha256,
         )
         for r in rows
     ]
@@ -78,6 +84,7 @@ def test_sealing_in_two_goes_makes_the_same_chain_as_in_one() -> None:
         ("at", T0 - timedelta(days=1)),
         ("id", 77),
         ("hash", "f" * 64),
+        ("detail_sha256", "e" * 64),
     ],
 )
 def test_an_edited_record_is_named_as_changed(field: str, value: object) -> None:
@@ -150,13 +157,26 @@ def test_a_chain_rewritten_from_scratch_disagrees_with_the_anchor() -> None:
     assert verdict.broken is Break.ANCHOR_MISMATCH and verdict.at_seq == 3
 
 
-def test_the_hash_covers_the_place_and_the_link() -> None:
+def test_the_hash_covers_the_place_the_link_and_the_detail() -> None:
     [r] = records(1)
-    assert record_hash(r, 1, GENESIS) != record_hash(r, 2, GENESIS)
-    assert record_hash(r, 1, GENESIS) != record_hash(r, 1, "1" * 64)
+    d = detail_digest(r.detail)
+    assert record_hash(r, 1, GENESIS, d) != record_hash(r, 2, GENESIS, d)
+    assert record_hash(r, 1, GENESIS, d) != record_hash(r, 1, "1" * 64, d)
+    assert record_hash(r, 1, GENESIS, d) != record_hash(r, 1, GENESIS, detail_digest("{}"))
     # Offsets do not matter, only the instant.
     shifted = dataclasses.replace(r, at=r.at.astimezone(UTC).astimezone())
-    assert record_hash(shifted, 1, GENESIS) == record_hash(r, 1, GENESIS)
+    assert record_hash(shifted, 1, GENESIS, d) == record_hash(r, 1, GENESIS, d)
+
+
+def test_a_purged_detail_keeps_the_chain_intact_but_a_forged_digest_does_not() -> None:
+    chain = sealed(records(4))
+    chain[1] = dataclasses.replace(chain[1], detail=PURGED)
+
+    assert verify(chain).intact
+
+    chain[2] = dataclasses.replace(chain[2], detail=PURGED, detail_sha256=detail_digest(PURGED))
+    verdict = verify(chain)
+    assert verdict.broken is Break.CHANGED and verdict.at_seq == 3
 
 
 @given(

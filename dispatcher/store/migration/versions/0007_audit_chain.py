@@ -1,5 +1,6 @@
 """The tamper-evident audit chain: each audit record's place in the chain (``seq``), the
-hash of the record before it and its own hash, set when the record is sealed.
+hash of the record before it, its own hash and the digest of its detail, set when the
+record is sealed.
 
 Existing records stay unsealed until the first seal chains them, oldest first.
 
@@ -26,12 +27,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("seq", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("prev_hash", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("hash", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("detail_sha256", sa.String(length=64), nullable=True))
     op.create_index("ix_audit_seq", "audit", ["seq"], unique=True)
 
 
 def downgrade() -> None:
     op.drop_index("ix_audit_seq", table_name="audit")
     with op.batch_alter_table("audit") as batch:
+        batch.drop_column("detail_sha256")
         batch.drop_column("hash")
         batch.drop_column("prev_hash")
         batch.drop_column("seq")
