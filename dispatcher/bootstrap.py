@@ -22,6 +22,7 @@ from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.channel.smtp import SmtpEmailChannel, SmtpServer
 from dispatcher.channel.twilio_sms import TwilioSmsChannel, build_twilio_client
+from dispatcher.domain.retention import RecordKind, RetentionPolicy
 from dispatcher.domain.retry import RetryPolicy
 from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.error import ConfigError, InputError, TemplateError
@@ -34,6 +35,7 @@ from dispatcher.service.template_lint import Severity, lint_directory
 from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.chain import AuditChainStore
+from dispatcher.store.retention import RetentionStore
 from dispatcher.store.sql import SqlStore, configure_sqlite
 from dispatcher.template import TemplateSet
 from dispatcher.template.context import Creditor
@@ -207,6 +209,21 @@ class App:
     @cached_property
     def anchors(self) -> AnchorFile:
         return AnchorFile(self.settings.audit.anchor_file)
+
+    @cached_property
+    def retention(self) -> RetentionStore:
+        return RetentionStore(self.store.engine)
+
+    @property
+    def retention_policy(self) -> RetentionPolicy:
+        r = self.settings.retention
+        return RetentionPolicy(
+            {
+                RecordKind.PERSONAL_DATA: timedelta(days=r.personal_data_days),
+                RecordKind.MESSAGE_CONTENT: timedelta(days=r.message_content_days),
+                RecordKind.AUDIT_DETAIL: timedelta(days=r.audit_detail_days),
+            }
+        )
 
     def planner(self) -> Planner:
         return Planner(

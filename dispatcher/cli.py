@@ -31,7 +31,7 @@ from dispatcher.clock import RunningClock, SystemClock, parse_instant
 from dispatcher.domain.policy import PLACEABLE, HoldReason
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, InputError
-from dispatcher.service import audit_log, explainer, simulator
+from dispatcher.service import audit_log, explainer, retention, simulator
 from dispatcher.service.export import write_messages
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
@@ -52,6 +52,8 @@ app.add_typer(import_app, name="import")
 hold_app = typer.Typer(no_args_is_help=True, help="Place, lift and list holds.")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit chain.")
 app.add_typer(audit_app, name="audit")
+retention_app = typer.Typer(no_args_is_help=True, help="Retention: legal holds and purges.")
+app.add_typer(retention_app, name="retention")
 app.add_typer(export_app, name="export")
 app.add_typer(hold_app, name="hold")
 app.add_typer(templates_app, name="templates")
@@ -607,6 +609,67 @@ def audit_verify(as_json: JsonOption = False) -> None:
         out.print(f"{found.unsealed} newer records not sealed yet (`dispatcher audit seal`)")
     if not verdict.intact:
         raise typer.Exit(1)
+
+
+@retention_app.command("purge")
+def retention_purge(
+    now: NowOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove personal data past its retention period; digests and the chain stay."""
+    wired, at = _app(), _now(now)
+    report = retention.purge(
+        wired.retention, wired.audit_chain, wired.retention_policy, at, dry_run=dry_run
+    )
+    rows = {
+        kind.value: {
+            "accounts": done.accounts,
+            "messages": done.messages,
+            "audit_records": done.audit_records,
+            "holds": done.holds,
+        }
+        for kind, done in report.kinds.items()
+    }
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "now": at.isoformat(),
+                    "dry_run": dry_run,
+                    "kinds": rows,
+                    "files_removed": report.files_removed,
+                }
+            )
+        )
+        return
+    verb = "would purge" if dry_run else "purged"
+    for kind, counts in rows.items():
+        out.print(f"{kind}: {verb} {counts['accounts']} accounts", highlight=False)
+    if report.files_removed:
+        out.print(f"letter files removed: {report.files_removed}")
+
+
+@retention_app.command("hold")
+def retention_hold(
+    account_id: str,
+    note: Annotated[str, typer.Option(help="Why: the case, the request, its reference.")],
+) -> None:
+    """Place a legal hold: nothing of this account is purged until it is released."""
+    wired = _app()
+    wired.retention.set_legal_hold(account_id, on=True, note=note, actor=_actor(), now=_now(None))
+    out.print(f"legal hold placed on {account_id}")
+
+
+@retention_app.command("release")
+def retention_release(
+    account_id: str,
+    note: Annotated[str, typer.Option(help="Why the hold may end.")],
+) -> None:
+    """Release a legal hold; the account's records age out as usual again."""
+    wired = _app()
+    wired.retention.set_legal_hold(account_id, on=False, note=note, actor=_actor(), now=_now(None))
+    out.print(f"legal hold released on {account_id}")
 
 
 @export_app.command("messages")

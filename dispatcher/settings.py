@@ -147,6 +147,16 @@ class AuditSettings(_Section):
     anchor_seconds: float = Field(default=3600.0, gt=0)
 
 
+class RetentionSettings(_Section):
+    """How long personal data is kept after the last collection activity on an account
+    that is no longer collected (rule RETENTION.period; Reg F 12 CFR 1006.100 asks for
+    three years of records). `dispatcher retention purge` removes what is older."""
+
+    personal_data_days: int = Field(default=1096, ge=1096)
+    message_content_days: int = Field(default=1096, ge=1096)
+    audit_detail_days: int = Field(default=1096, ge=1096)
+
+
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
@@ -197,6 +207,7 @@ class Settings(BaseSettings):
     send: SendSettings = SendSettings()
     serve: ServeSettings = ServeSettings()
     audit: AuditSettings = AuditSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     def secret_values(self) -> list[str]:
         """Every secret in force (tokens, passwords, the database URL's password), so

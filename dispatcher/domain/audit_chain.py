@@ -5,7 +5,7 @@ Pure: records in, hashes and a verdict out. Records are *sealed* into the chain 
 after they are written (by one sealer at a time, in the order it sees them), so writers
 never wait on each other; ``seq`` is the record's place in the chain, 1, 2, 3, ...
 
-Rule AUDIT.chain (house rule; supports Reg F 12 CFR 1006.100 record retention and the
+Rule AUDIT.chain (house rule HR-20; supports Reg F 12 CFR 1006.100 record retention and the
 auditor's "prove what was sent"): every sealed record's hash is
 ``sha256(canonical JSON of [seq, prev_hash, id, at, event, actor, account_id, message_id,
 detail_sha256])``; the first record's ``prev_hash`` is :data:`GENESIS`.

@@ -49,6 +49,11 @@ class AccountRow(AccountBase, table=True):
     cycle: int = 1
     created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    # Retention (dispatcher.domain.retention): a legal hold blocks every purge of the
+    # account; purged_at says when its personal data was removed past retention.
+    legal_hold: bool = False
+    legal_hold_note: str | None = None
+    purged_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
 
 
 class MessageRow(SQLModel, table=True):

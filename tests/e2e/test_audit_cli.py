@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 from tests.conftest import write_csv
@@ -54,3 +55,30 @@ def test_verify_catches_the_newest_records_deleted_through_the_anchor(initialise
     assert broken.returncode == 1
     report = json.loads(broken.stdout)
     assert report["broken"] == "truncated" and report["at_seq"] == top - 1
+
+
+def test_retention_purge_respects_a_legal_hold_from_the_command_line(initialised: Path) -> None:
+    accounts = write_csv(initialised / "a.csv", [row("P-1", days_ago(3)), row("P-2", days_ago(3))])
+    assert run(initialised, "import", "accounts", str(accounts)).returncode == 0
+    assert run(initialised, "run-once", "--now", NOW.isoformat()).returncode == 0
+    paid = write_csv(
+        initialised / "paid.csv",
+        [row("P-1", days_ago(3), status="paid"), row("P-2", days_ago(3), status="paid")],
+    )
+    assert run(initialised, "import", "accounts", str(paid)).returncode == 0
+    held = run(initialised, "retention", "hold", "P-2", "--note", "litigation 2026-88")
+    assert held.returncode == 0, held.stderr
+    later = (NOW + timedelta(days=4 * 365)).isoformat()
+
+    dry = run(initialised, "retention", "purge", "--now", later, "--dry-run", "--json")
+    done = run(initialised, "retention", "purge", "--now", later, "--json")
+
+    assert json.loads(dry.stdout)["kinds"]["personal_data"]["accounts"] == 1
+    assert json.loads(done.stdout)["kinds"]["personal_data"]["accounts"] == 1
+    purged = json.loads(run(initialised, "history", "P-1", "--json").stdout)
+    kept = json.loads(run(initialised, "history", "P-2", "--json").stdout)
+    assert all(m["body"] is None for m in purged["messages"])
+    assert any(m["body"] for m in kept["messages"])
+    assert run(initialised, "audit", "verify").returncode == 0
+    twice = run(initialised, "retention", "hold", "P-2", "--note", "again")
+    assert twice.returncode == 2 and "already under a legal hold" in twice.stderr

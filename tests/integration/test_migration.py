@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, column, insert, inspect, select, text
+from sqlalchemy import table as table_clause
 from sqlmodel import SQLModel
 
 from dispatcher.bootstrap import build_store
@@ -27,6 +28,7 @@ APP_TABLES = {"account", "message", "audit", "hold"}
 # declare them, a database adopted at 0001 gets them from those migrations.
 ADDED_SINCE_INITIAL: dict[str, tuple[set[str], set[str]]] = {
     "audit": ({"seq", "prev_hash", "hash", "detail_sha256"}, {"ix_audit_seq"}),  # 0007 audit chain
+    "account": ({"legal_hold", "legal_hold_note", "purged_at"}, set()),  # 0008 retention
 }
 
 
@@ -42,31 +44,33 @@ def tables(engine: Engine) -> set[str]:
 
 
 def add_account(engine: Engine, account_id: str = "A-1") -> None:
+    """An account row with the columns of 0001 only (the model's later columns would
+    not exist in a database that old)."""
+    values = {
+        "account_id": account_id,
+        "full_name": "Jane Doe",
+        "balance_minor": 42050,
+        "currency": "USD",
+        "due_date": date(2026, 6, 1),
+        "timezone": "America/New_York",
+        "timezone_source": "explicit",
+        "locale": "en-US",
+        "jurisdiction": "US",
+        "status": "open",
+        "dispute": False,
+        "bankruptcy": True,
+        "cease_and_desist": False,
+        "deceased": False,
+        "do_not_contact": False,
+        "opt_out_sms": False,
+        "opt_out_email": False,
+        "cycle": 1,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
     with engine.begin() as conn:
-        conn.execute(
-            ACCOUNT.insert().values(
-                account_id=account_id,
-                full_name="Jane Doe",
-                balance_minor=42050,
-                currency="USD",
-                due_date=date(2026, 6, 1),
-                timezone="America/New_York",
-                timezone_source="explicit",
-                locale="en-US",
-                jurisdiction="US",
-                status="open",
-                dispute=False,
-                bankruptcy=True,
-                cease_and_desist=False,
-                deceased=False,
-                do_not_contact=False,
-                opt_out_sms=False,
-                opt_out_email=False,
-                cycle=1,
-                created_at=NOW,
-                updated_at=NOW,
-            )
-        )
+        columns = (column(name, ACCOUNT.c[name].type) for name in values)
+        conn.execute(insert(table_clause("account", *columns)), values)
 
 
 def test_upgrade_downgrade_upgrade_round_trips_through_every_revision(store: SqlStore) -> None:
