@@ -170,3 +170,50 @@ def next_allowed(
             if _blocked(candidate, place, channel, chain, is_holiday) is None:
                 return candidate.astimezone(UTC)
     return None
+
+
+def _closings(now: datetime, place: Place, chain: Sequence[Pack], days: range) -> list[datetime]:
+    """Every instant after ``now`` at which an allowed period can end: window ends and
+    midnights (a weekday or a holiday begins at local midnight), in every candidate zone.
+
+    Between two of these nothing that the rules look at changes, so an allowed period
+    that holds at ``now`` lasts until the first of them at which some rule forbids.
+    """
+    ends = {w.end for pack in chain for w in pack.windows} | {time(0, 0)}
+    found: set[datetime] = set()
+    for zone in place.zones:
+        tz = ZoneInfo(zone)
+        first = now.astimezone(tz).date()
+        for offset in days:
+            day = first + timedelta(days=offset)
+            for end in ends:
+                instant = datetime.combine(day, end, tzinfo=tz)
+                if instant > now:
+                    found.add(instant)
+    return sorted(found)
+
+
+def window_end(
+    now: datetime,
+    place: Place,
+    channel: ChannelKind,
+    chain: Sequence[Pack],
+    is_holiday: HolidayLookup,
+) -> datetime | None:
+    """When the allowed period that holds at ``now`` ends: the first instant after ``now``
+    at which some window or holiday rule forbids contact (in any candidate zone).
+
+    What "no late arrival" needs (rule ``sms.validity.window``): a message handed over at
+    ``now`` must reach the customer before this instant, so the provider is told to drop
+    it by then. None when contact is not allowed at ``now`` at all (nothing to end), or
+    when nothing forbids it within :data:`HORIZON_DAYS` (a pack without windows).
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    if _blocked(now, place, channel, chain, is_holiday) is not None:
+        return None
+    for days in (range(0, 3), range(3, HORIZON_DAYS + 1)):
+        for candidate in _closings(now, place, chain, days):
+            if _blocked(candidate, place, channel, chain, is_holiday) is not None:
+                return candidate.astimezone(UTC)
+    return None
