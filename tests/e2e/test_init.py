@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
-from sqlmodel import SQLModel
 
 from dispatcher.bootstrap import build_store
 from dispatcher.store.schema import head_revision
 from dispatcher.store.sql import ACCOUNT, AUDIT, HOLD, MESSAGE
 from tests.e2e.test_cli import NOW, settings_file
+from tests.integration.test_migration import made_before_migrations
 
 PASSWORD = "s3cret-Passw0rd"  # trust auth ignores it; init must not print it
 
@@ -68,7 +68,7 @@ def test_init_adopts_a_database_made_before_migrations(
     tmp_path: Path, empty_database_url: str
 ) -> None:
     store = build_store(empty_database_url)
-    SQLModel.metadata.create_all(store.engine, tables=[ACCOUNT, MESSAGE, AUDIT, HOLD])
+    made_before_migrations(store.engine, [ACCOUNT, MESSAGE, AUDIT, HOLD])
     store.engine.dispose()
     refused = dispatcher(tmp_path, empty_database_url, "plan", "--now", NOW.isoformat())
     assert refused.returncode == 2
