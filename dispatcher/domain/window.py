@@ -123,16 +123,23 @@ def _candidates(now: datetime, place: Place, chain: Sequence[Pack], days: range)
     """
     starts = {w.start for pack in chain for w in pack.windows} | {time(0, 0)}
     found = {now} if days.start == 0 else set()
+    return sorted(found | _local_instants(now, place, starts, days))
+
+
+def _local_instants(now: datetime, place: Place, times: set[time], days: range) -> set[datetime]:
+    """Each of ``times`` on each of ``days`` (offsets from ``now``'s local date), in every
+    candidate zone, that comes after ``now``."""
+    found: set[datetime] = set()
     for zone in place.zones:
         tz = ZoneInfo(zone)
         first = now.astimezone(tz).date()
         for offset in days:
             day = first + timedelta(days=offset)
-            for start in starts:
-                instant = datetime.combine(day, start, tzinfo=tz)
+            for at in times:
+                instant = datetime.combine(day, at, tzinfo=tz)
                 if instant > now:
                     found.add(instant)
-    return sorted(found)
+    return found
 
 
 def check(
@@ -180,17 +187,7 @@ def _closings(now: datetime, place: Place, chain: Sequence[Pack], days: range) -
     that holds at ``now`` lasts until the first of them at which some rule forbids.
     """
     ends = {w.end for pack in chain for w in pack.windows} | {time(0, 0)}
-    found: set[datetime] = set()
-    for zone in place.zones:
-        tz = ZoneInfo(zone)
-        first = now.astimezone(tz).date()
-        for offset in days:
-            day = first + timedelta(days=offset)
-            for end in ends:
-                instant = datetime.combine(day, end, tzinfo=tz)
-                if instant > now:
-                    found.add(instant)
-    return sorted(found)
+    return sorted(_local_instants(now, place, ends, days))
 
 
 def window_end(

@@ -26,6 +26,7 @@ from dispatcher.domain.retry import RetryPolicy, next_attempt_at
 from dispatcher.domain.staging import days_past_due
 from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.domain.validity import PROVIDER_MIN, RULE_ID, WINDOW_CLOSING, validity
+from dispatcher.domain.window import Verdict
 from dispatcher.error import DeliveryError, PermanentDelivery
 from dispatcher.service.ledger import ContactLedger
 from dispatcher.service.planner import deferral_detail
@@ -328,7 +329,7 @@ class Sender:
             contacts = ledger.of(account, excluding=message.message_id)
             timing = self.timing.verdict(account, message.channel, now, contacts)
             if timing.allowed and message.channel is ChannelKind.SMS:
-                return self._window_closing(message, account, now, contacts, report, claim)
+                timing = self._window_closing(message, account, now, contacts)
             if timing.allowed:
                 return False
             if timing.next_allowed is not None:
@@ -374,62 +375,18 @@ class Sender:
         return True
 
     def _window_closing(
-        self,
-        message: ClaimedMessage,
-        account: Account,
-        now: datetime,
-        contacts: list[Contact],
-        report: SendReport,
-        claim: Claim,
-    ) -> bool:
+        self, message: ClaimedMessage, account: Account, now: datetime, contacts: list[Contact]
+    ) -> Verdict:
         """No late arrival (rule ``sms.validity.window``): an SMS goes only with at least
         ``min_validity`` left of its contact window, and carries the rest as its validity;
-        with less it is deferred to the next window. Returns True when deferred."""
+        with less, the verdict defers it to the next window."""
         end = self.timing.window_end(account, message.channel, now)
-        if validity(now, end, minimum=self.min_validity).go or end is None:
+        if end is None or validity(now, end, minimum=self.min_validity).go:
             self._window_end[message.message_id] = end
-            return False
+            return Verdict(allowed=True)
         later = self.timing.verdict(account, message.channel, end, contacts)
         reopens = end if later.allowed else later.next_allowed
-        if reopens is None:
-            hold = hold_because(HoldReason.NO_CONTACT_WINDOW)
-            self._record(
-                message,
-                now,
-                report,
-                "message_held",
-                {
-                    "status": MessageStatus.HELD.value,
-                    "hold_reason": hold.reason.value,
-                    "rule_id": hold.rule_id,
-                },
-                {"reason": hold.reason.value, "rule_id": hold.rule_id, "at": "send"},
-                f"held:{hold.reason.value}",
-                settle=claim.finish,
-            )
-            return True
-        self._record(
-            message,
-            now,
-            report,
-            "message_deferred",
-            {
-                "status": MessageStatus.QUEUED.value,
-                "scheduled_for": reopens,
-                "hold_reason": WINDOW_CLOSING,
-                "rule_id": RULE_ID,
-            },
-            {
-                "reason": WINDOW_CLOSING,
-                "rule_id": RULE_ID,
-                "window_end": end.isoformat(),
-                "until": reopens.isoformat(),
-                "at": "send",
-            },
-            f"deferred:{WINDOW_CLOSING}",
-            settle=claim.finish,
-        )
-        return True
+        return Verdict(False, WINDOW_CLOSING, RULE_ID, reopens)
 
     def _ended(self, message: ClaimedMessage, account: Account, now: datetime) -> EndReason | None:
         """Why a queued message can no longer be right: the account paid, started a new

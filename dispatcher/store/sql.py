@@ -1044,18 +1044,7 @@ class SqlStore:
         transaction."""
         with self.engine.begin() as conn:
             ids = conn.execute(select(ACCOUNT.c.account_id).where(ACCOUNT.c.phone == phone))
-            already = set(
-                conn.execute(
-                    select(HOLD.c.account_id)
-                    .join(ACCOUNT, ACCOUNT.c.account_id == HOLD.c.account_id)
-                    .where(
-                        ACCOUNT.c.phone == phone,
-                        HOLD.c.reason == reason,
-                        HOLD.c.source == source,
-                        HOLD.c.lifted_at.is_(None),
-                    )
-                ).scalars()
-            )
+            already = {a for a, _ in conn.execute(_phone_holds(phone, reason, source))}
             placed: list[tuple[str, int]] = []
             for account_id in sorted(set(ids.scalars()) - already):
                 hold_id = conn.execute(
@@ -1114,20 +1103,7 @@ class SqlStore:
         """Lift the active holds of ``reason`` placed by ``source`` on accounts with
         ``phone`` (holds placed otherwise stay); returns (account id, hold id) lifted."""
         with self.engine.begin() as conn:
-            found = [
-                (str(a), int(h))
-                for a, h in conn.execute(
-                    select(HOLD.c.account_id, HOLD.c.id)
-                    .join(ACCOUNT, ACCOUNT.c.account_id == HOLD.c.account_id)
-                    .where(
-                        ACCOUNT.c.phone == phone,
-                        HOLD.c.reason == reason,
-                        HOLD.c.source == source,
-                        HOLD.c.lifted_at.is_(None),
-                    )
-                    .order_by(HOLD.c.id)
-                )
-            ]
+            found = [(str(a), int(h)) for a, h in conn.execute(_phone_holds(phone, reason, source))]
             if found:
                 conn.execute(
                     update(HOLD)
@@ -1166,6 +1142,22 @@ class SqlStore:
         rows = [entry.row() for entry in entries]
         if rows:
             conn.execute(AUDIT.insert(), rows)
+
+
+def _phone_holds(phone: str, reason: str, source: str) -> Any:
+    """(account id, hold id) of the active holds of ``reason`` placed by ``source`` on the
+    accounts with ``phone``, oldest first."""
+    return (
+        select(HOLD.c.account_id, HOLD.c.id)
+        .join(ACCOUNT, ACCOUNT.c.account_id == HOLD.c.account_id)
+        .where(
+            ACCOUNT.c.phone == phone,
+            HOLD.c.reason == reason,
+            HOLD.c.source == source,
+            HOLD.c.lifted_at.is_(None),
+        )
+        .order_by(HOLD.c.id)
+    )
 
 
 def _plannable(due_on_or_before: date) -> ColumnElement[bool]:

@@ -77,9 +77,12 @@ def test_an_sms_with_too_little_of_its_window_left_waits_for_the_next_one(
     with app.store.engine.connect() as conn:
         [deferred] = conn.execute(select(AUDIT.c.detail).where(AUDIT.c.event == "message_deferred"))
     detail = json.loads(deferred.detail)
-    assert (
-        detail["window_end"] == datetime(2026, 6, 10, 21, 0, tzinfo=NY).astimezone(UTC).isoformat()
+    assert (detail["reason"], detail["rule_id"], detail["at"]) == (
+        "window_closing",
+        "sms.validity.window",
+        "send",
     )
+    assert detail["until"] == morning.astimezone(UTC).isoformat()
 
     asyncio.run(app.sender().send(morning))
     [outbound] = sms_channel(channels).delivered

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -390,49 +391,47 @@ def test_inbound_stop_and_help_over_http(hooked: App, tmp_path: Path, client: Te
     assert "Acme Consumer Finance:" in helped.text
 
 
-def test_without_a_public_url_nothing_can_be_verified(tmp_path: Path, database_url: str) -> None:
-    settings = settings_for(tmp_path, database_url).model_copy(
-        update={"twilio": TwilioSettings(auth_token=SecretStr(TOKEN))}
-    )
+@contextmanager
+def served_with(tmp_path: Path, database_url: str, twilio: TwilioSettings) -> Iterator[TestClient]:
+    """The web app of a service whose Twilio settings are ``twilio``."""
+    settings = settings_for(tmp_path, database_url).model_copy(update={"twilio": twilio})
     wired = bootstrap(settings, channels={k: MemoryChannel() for k in ChannelKind})
     wired.store.create_schema()
     try:
         service = Service(wired, clock=FixedClock(NOW), instance="test")
-        with TestClient(create_app(service)) as bare:
-            form = {"From": SHARED, "Body": "HELP"}
-            # Even a request signed for the address the service sees is refused.
-            answer = post_signed(
-                "http://testserver/webhooks/twilio/inbound",
-                form,
-                TOKEN,
-                deliver_to="http://testserver",
-                client=bare,
-            )
-            assert answer.status_code == 403
+        with TestClient(create_app(service)) as test_client:
+            yield test_client
     finally:
         wired.store.engine.dispose()
 
 
-def test_the_public_url_falls_back_to_the_status_callback_url(
-    tmp_path: Path, database_url: str
+@pytest.mark.parametrize(
+    ("twilio", "signed_for", "status"),
+    [
+        # No public URL: even a request signed for the address the service sees is refused.
+        (
+            TwilioSettings(auth_token=SecretStr(TOKEN)),
+            "http://testserver/webhooks/twilio/inbound",
+            403,
+        ),
+        # No auth token: nothing can be verified.
+        (TwilioSettings(webhook_base_url=PUBLIC), INBOUND_URL, 403),
+        # The public URL falls back to the scheme and host of the status callback URL.
+        (
+            TwilioSettings(
+                auth_token=SecretStr(TOKEN),
+                status_callback_url="https://hooks.example:8443/webhooks/twilio/status",
+            ),
+            "https://hooks.example:8443/webhooks/twilio/inbound",
+            200,
+        ),
+    ],
+)
+def test_the_public_url_and_token_the_signature_is_checked_against(
+    tmp_path: Path, database_url: str, twilio: TwilioSettings, signed_for: str, status: int
 ) -> None:
-    callback = "https://hooks.example:8443/webhooks/twilio/status"
-    settings = settings_for(tmp_path, database_url).model_copy(
-        update={"twilio": TwilioSettings(auth_token=SecretStr(TOKEN), status_callback_url=callback)}
-    )
-    wired = bootstrap(settings, channels={k: MemoryChannel() for k in ChannelKind})
-    wired.store.create_schema()
-    try:
-        service = Service(wired, clock=FixedClock(NOW), instance="test")
-        with TestClient(create_app(service)) as bare:
-            form = {"From": SHARED, "Body": "HELP"}
-            answer = post_signed(
-                "https://hooks.example:8443/webhooks/twilio/inbound",
-                form,
-                TOKEN,
-                deliver_to="http://testserver",
-                client=bare,
-            )
-            assert answer.status_code == 200 and "<Message>" in answer.text
-    finally:
-        wired.store.engine.dispose()
+    with served_with(tmp_path, database_url, twilio) as bare:
+        form = {"From": SHARED, "Body": "HELP"}
+        answer = post_signed(signed_for, form, TOKEN, deliver_to="http://testserver", client=bare)
+        assert answer.status_code == status
+        assert ("<Message>" in answer.text) is (status == 200)
