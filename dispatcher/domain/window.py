@@ -171,10 +171,21 @@ def next_allowed(
     """The first instant at or after ``now`` when contact is allowed, or None when there is
     none within :data:`HORIZON_DAYS` (e.g. candidate zones too far apart to share a window:
     then the message is held as ``no_contact_window`` for a person to resolve)."""
-    # Most waits end within two days (a night, a weekend day); look further only if not.
+    return _first(
+        lambda days: _candidates(now, place, chain, days),
+        lambda at: _blocked(at, place, channel, chain, is_holiday) is None,
+    )
+
+
+def _first(
+    instants: Callable[[range], list[datetime]], wanted: Callable[[datetime], bool]
+) -> datetime | None:
+    """The first of ``instants`` (for day offsets up to :data:`HORIZON_DAYS`) that is
+    ``wanted``, in UTC. Most answers lie within two days (a night, a weekend day), so those
+    are looked at first and further days only if need be."""
     for days in (range(0, 3), range(3, HORIZON_DAYS + 1)):
-        for candidate in _candidates(now, place, chain, days):
-            if _blocked(candidate, place, channel, chain, is_holiday) is None:
+        for candidate in instants(days):
+            if wanted(candidate):
                 return candidate.astimezone(UTC)
     return None
 
@@ -209,8 +220,7 @@ def window_end(
         raise ValueError("now must be timezone-aware")
     if _blocked(now, place, channel, chain, is_holiday) is not None:
         return None
-    for days in (range(0, 3), range(3, HORIZON_DAYS + 1)):
-        for candidate in _closings(now, place, chain, days):
-            if _blocked(candidate, place, channel, chain, is_holiday) is not None:
-                return candidate.astimezone(UTC)
-    return None
+    return _first(
+        lambda days: _closings(now, place, chain, days),
+        lambda at: _blocked(at, place, channel, chain, is_holiday) is not None,
+    )

@@ -1064,28 +1064,9 @@ class SqlStore:
                     .returning(HOLD.c.id)
                 ).scalar_one()
                 placed.append((account_id, int(hold_id)))
+            detail = {"reason": reason, "channel": channel, "scope": scope, "source": source}
             self._audit(
-                conn,
-                [
-                    *audit,
-                    *(
-                        AuditEntry(
-                            "hold_added",
-                            actor,
-                            now,
-                            account_id,
-                            detail={
-                                "hold_id": hold_id,
-                                "reason": reason,
-                                "channel": channel,
-                                "scope": scope,
-                                "source": source,
-                                "note": note,
-                            },
-                        )
-                        for account_id, hold_id in placed
-                    ),
-                ],
+                conn, [*audit, *_hold_entries("hold_added", actor, now, placed, detail, note)]
             )
         return placed
 
@@ -1110,26 +1091,9 @@ class SqlStore:
                     .where(HOLD.c.id.in_([h for _, h in found]))
                     .values(lifted_at=now, lifted_by=actor, lift_note=note)
                 )
+            detail = {"reason": reason, "source": source}
             self._audit(
-                conn,
-                [
-                    *audit,
-                    *(
-                        AuditEntry(
-                            "hold_lifted",
-                            actor,
-                            now,
-                            account_id,
-                            detail={
-                                "hold_id": hold_id,
-                                "reason": reason,
-                                "source": source,
-                                "note": note,
-                            },
-                        )
-                        for account_id, hold_id in found
-                    ),
-                ],
+                conn, [*audit, *_hold_entries("hold_lifted", actor, now, found, detail, note)]
             )
         return found
 
@@ -1142,6 +1106,23 @@ class SqlStore:
         rows = [entry.row() for entry in entries]
         if rows:
             conn.execute(AUDIT.insert(), rows)
+
+
+def _hold_entries(
+    event: str,
+    actor: str,
+    now: datetime,
+    holds: Sequence[tuple[str, int]],
+    detail: Mapping[str, object],
+    note: str,
+) -> list[AuditEntry]:
+    """One audit record per (account id, hold id) of ``holds``."""
+    return [
+        AuditEntry(
+            event, actor, now, account_id, detail={"hold_id": hold_id, **detail, "note": note}
+        )
+        for account_id, hold_id in holds
+    ]
 
 
 def _phone_holds(phone: str, reason: str, source: str) -> Any:
