@@ -15,6 +15,7 @@ from sqlalchemy import select
 from dispatcher.bootstrap import App
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.strategy import ChannelKind
+from dispatcher.service import explainer
 from dispatcher.store.sql import AUDIT
 from tests.integration.test_pipeline import days_ago, load, messages, row
 
@@ -83,6 +84,11 @@ def test_an_sms_with_too_little_of_its_window_left_waits_for_the_next_one(
         "send",
     )
     assert detail["until"] == morning.astimezone(UTC).isoformat()
+
+    # `explain` names the rule and its source.
+    story = explainer.explain(app.store, app.strategy, app.timing, "A-1", late)
+    [step] = [s for s in story.steps if s.channel == "sms"]
+    assert step.rule_id == "sms.validity.window" and "FDCPA" in str(step.source)
 
     asyncio.run(app.sender().send(morning))
     [outbound] = sms_channel(channels).delivered
