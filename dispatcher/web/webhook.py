@@ -55,7 +55,7 @@ def webhook_router(service: Service) -> APIRouter:
     app = service.app
     settings = app.settings
 
-    async def verified(request: Request) -> dict[str, str]:
+    async def verified(request: Request, endpoint: str) -> dict[str, str]:
         """The form fields of a request Twilio signed; 403 for anything else."""
         raw = (await request.body()).decode("utf-8", errors="replace")
         params = dict(parse_qsl(raw, keep_blank_values=True))
@@ -69,6 +69,7 @@ def webhook_router(service: Service) -> APIRouter:
                 path=request.url.path,
                 reason="no auth token or public URL configured to verify signatures",
             )
+            service.metrics.webhook_received(endpoint, "refused")
             raise HTTPException(status_code=403, detail="signature cannot be verified")
         if not signature or not RequestValidator(token).validate(url, params, signature):
             log.warning(
@@ -76,13 +77,14 @@ def webhook_router(service: Service) -> APIRouter:
                 path=request.url.path,
                 reason="missing signature" if not signature else "wrong signature",
             )
+            service.metrics.webhook_received(endpoint, "refused")
             raise HTTPException(status_code=403, detail="invalid signature")
         return params
 
     @router.post("/status")
     async def status(request: Request) -> Response:
         """A delivery status callback: recorded on the message, never moving it back."""
-        form = await verified(request)
+        form = await verified(request, "status")
         sid = form.get("MessageSid") or form.get("SmsSid") or ""
         state = form.get("MessageStatus") or form.get("SmsStatus") or ""
         if not sid or not state:
@@ -96,6 +98,7 @@ def webhook_router(service: Service) -> APIRouter:
             service.clock,
             max_attempts=settings.send.max_attempts,
         )
+        service.metrics.webhook_received("status", _status_outcome(outcome))
         if not outcome.found:
             log.warning("delivery_status_unmatched", provider_message_id=sid, status=state)
         else:
@@ -113,7 +116,7 @@ def webhook_router(service: Service) -> APIRouter:
     @router.post("/inbound")
     async def inbound_sms(request: Request) -> Response:
         """An SMS a customer sent us: STOP/START/HELP acted on, everything audited."""
-        form = await verified(request)
+        form = await verified(request, "inbound")
         creditor = settings.creditor
         outcome = await run_in_threadpool(
             lambda: inbound.receive(
@@ -141,9 +144,18 @@ def webhook_router(service: Service) -> APIRouter:
             holds_placed=len(outcome.placed),
             holds_lifted=len(outcome.lifted),
         )
+        service.metrics.webhook_received("inbound", outcome.reading.intent.value)
         reply = MessagingResponse()
         if outcome.reply:
             reply.message(outcome.reply)
         return Response(str(reply), media_type=TWIML)
 
     return router
+
+
+def _status_outcome(outcome: delivery.StatusOutcome) -> str:
+    if not outcome.found:
+        return "unmatched"
+    if outcome.requeued_for is not None or outcome.failed:
+        return "requeued"
+    return "applied" if outcome.changed else "ignored"

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
@@ -314,6 +315,16 @@ def client(hooked: App) -> Iterator[TestClient]:
         yield test_client
 
 
+def webhook_counts(client: TestClient) -> dict[tuple[str, str], float]:
+    """dispatcher_webhook_requests_total by (endpoint, outcome), from /metrics."""
+    return {
+        (s.labels["endpoint"], s.labels["outcome"]): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+        if s.name == "dispatcher_webhook_requests_total"
+    }
+
+
 def post(
     client: TestClient, url: str, form: dict[str, str], signature_header: str | None = None
 ) -> httpx.Response:
@@ -363,6 +374,10 @@ def test_a_signed_status_callback_is_recorded_and_unsigned_ones_are_refused(
     [m] = messages(hooked, account_id="A-1", channel="sms")
     assert (m["status"], m["delivery_status"]) == ("sent", "delivered")
     assert m["delivery_updated_at"] == NOW + timedelta(seconds=10)
+    assert post(client, STATUS_URL, form).status_code == 200  # repeated: ignored
+    counted = webhook_counts(client)
+    assert (counted["status", "refused"], counted["status", "applied"]) == (5, 1)
+    assert counted["status", "ignored"] == 1
 
 
 def test_a_signed_callback_about_an_unknown_sid_is_answered_200(
@@ -389,6 +404,8 @@ def test_inbound_stop_and_help_over_http(hooked: App, tmp_path: Path, client: Te
     helped = post(client, INBOUND_URL, {**stop, "Body": "help"})
     assert helped.text.startswith('<?xml version="1.0" encoding="UTF-8"?><Response><Message>')
     assert "Acme Consumer Finance:" in helped.text
+    counted = webhook_counts(client)
+    assert [counted["inbound", o] for o in ("refused", "opt_out", "help", "opt_in")] == [1, 1, 1, 0]
 
 
 @contextmanager
