@@ -35,6 +35,9 @@ log = structlog.get_logger("dispatcher.webhook")
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 TWIML = "application/xml"
+# Twilio's forms are a few kilobytes (an inbound SMS body is at most 1600 characters);
+# anything much larger is refused before it is read whole or its signature computed.
+MAX_FORM_BYTES = 64 * 1024
 
 
 def public_base(settings: TwilioSettings) -> str:
@@ -57,7 +60,15 @@ def webhook_router(service: Service) -> APIRouter:
 
     async def verified(request: Request, endpoint: str) -> dict[str, str]:
         """The form fields of a request Twilio signed; 403 for anything else."""
-        raw = (await request.body()).decode("utf-8", errors="replace")
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+            raise HTTPException(status_code=413, detail="request too large")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise HTTPException(status_code=413, detail="request too large")
+        raw = body.decode("utf-8", errors="replace")
         params = dict(parse_qsl(raw, keep_blank_values=True))
         token = settings.twilio.auth_token.get_secret_value()
         base = public_base(settings.twilio)

@@ -222,6 +222,11 @@ def test_stop_holds_every_account_of_the_number_and_queued_sms_are_held_at_send(
     ]
     [hold] = [h for h in hooked.store.holds_of("A-1") if h["lifted_at"] is None]
     assert "STOP" in hold["note"]
+    # A debt of the same number imported later is held too (the hold is per person).
+    load(hooked, tmp_path, [row("A-3", days_ago(1), phone=SHARED)], name="later.csv")
+    later = hooked.store.account("A-3")
+    assert later is not None
+    assert [h.reason for h in later.holds] == ["opted_out_sms", "opted_out_sms"]
 
     asyncio.run(hooked.sender().send(NOW + timedelta(minutes=1)))
     sent = {o.account_id for o in channels[ChannelKind.SMS].delivered}
@@ -378,6 +383,12 @@ def test_a_signed_status_callback_is_recorded_and_unsigned_ones_are_refused(
     counted = webhook_counts(client)
     assert (counted["status", "refused"], counted["status", "applied"]) == (5, 1)
     assert counted["status", "ignored"] == 1
+
+
+def test_an_oversized_request_is_refused_before_it_is_read(hooked: App, client: TestClient) -> None:
+    form = {"From": SHARED, "Body": "x" * 70_000}
+    assert post(client, INBOUND_URL, form).status_code == 413
+    assert audit_count(hooked) == 0
 
 
 def test_a_signed_callback_about_an_unknown_sid_is_answered_200(
