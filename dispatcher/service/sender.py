@@ -174,6 +174,9 @@ class Sender:
                 ledger.add(message.message_id, account, message.channel, claim.now)
             ready.append(message)
         taken = claim.take([m.message_id for m in ready])
+        for m in ready:
+            if m.message_id not in taken:  # another worker has it
+                self._window_end.pop(m.message_id, None)
         return [m for m in ready if m.message_id in taken]
 
     def give_up_interrupted(self, now: datetime, report: SendReport) -> None:

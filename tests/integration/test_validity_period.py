@@ -106,3 +106,26 @@ def test_with_enough_left_the_last_minutes_of_the_window_are_used(
     [outbound] = sms_channel(channels).delivered
     assert outbound.valid_for is not None
     assert timedelta(seconds=595) <= outbound.valid_for <= timedelta(seconds=600)
+
+
+def test_a_window_that_closes_while_the_batch_is_under_way_sends_nothing_late(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    at = datetime(2026, 6, 10, 20, 50, tzinfo=NY)  # enough left when the batch is vetted
+    load(app, tmp_path, [row("A-1", days_ago(1))], now=at)
+    app.planner().plan(at)
+    sender = app.sender()
+    # ... but the hand-over itself comes after 21:00 (a slow batch, a provider's backlog).
+    sender._handover_time = lambda: datetime(2026, 6, 10, 21, 0, 1, tzinfo=NY)  # type: ignore[method-assign]
+    report = asyncio.run(sender.send(at))
+    assert report.counts[("sms", "deferred:window_closing")] == 1
+    assert sms_channel(channels).attempts == []
+    [m] = messages(app, channel="sms")
+    assert (m["status"], m["attempts"]) == ("queued", 0)
+    assert m["scheduled_for"] == datetime(2026, 6, 10, 21, 0, tzinfo=NY)
+    # The next pass sees the closed window and waits for the morning.
+    asyncio.run(app.sender().send(datetime(2026, 6, 10, 21, 0, 1, tzinfo=NY)))
+    [m] = messages(app, channel="sms")
+    assert (m["status"], m["hold_reason"]) == ("queued", "quiet_hours")
+    assert m["scheduled_for"] == datetime(2026, 6, 11, 8, 0, tzinfo=NY)
+    assert sms_channel(channels).attempts == []
