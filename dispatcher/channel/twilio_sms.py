@@ -1,7 +1,9 @@
 """SMS through Twilio Programmable Messaging, with the official ``twilio`` client.
 
 The client is synchronous (``requests``), so each call runs in a worker thread. The
-Message SID Twilio returns is the provider message id.
+Message SID Twilio returns is the provider message id. A message with ``valid_for`` is
+created with ``validity_period`` (whole seconds, 1..36000): Twilio drops it, error 30036,
+rather than deliver it after the customer's contact window (rule ``sms.validity.window``).
 
 Error mapping, at this edge (Twilio error codes: https://www.twilio.com/docs/api/errors):
 
