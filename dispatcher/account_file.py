@@ -248,6 +248,19 @@ _PLAIN_EMAIL: Final = re.compile(
 _PLAIN_EMAIL_MAX: Final = 200  # well under RFC 5321's 254, so no length rule can apply
 
 
+def phone_e164(text: str, region: str | None) -> str | None:
+    """``text`` as the importer stores a phone: E.164 of the parsed number (``region`` for
+    national numbers), or None when it is not a valid number. Used to find the accounts
+    of a number that writes to us (an inbound STOP)."""
+    try:
+        number = phonenumbers.parse(text.strip(), region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
 def _normalised_email(text: str) -> str:
     """The normalised address (email-validator, no DNS) or EmailNotValidError.
 

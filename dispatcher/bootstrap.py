@@ -248,6 +248,7 @@ class App:
             concurrency=send.concurrency,
             unsubscribe_url=lambda account_id: pattern.format(account_id=account_id),
             lease=timedelta(seconds=send.lease_seconds),
+            min_validity=timedelta(seconds=send.sms_min_validity_seconds),
         )
 
 

@@ -370,6 +370,7 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
         "status",
         "reason / template",
         "sent",
+        "delivery",
         title="messages",
     )
     for m in messages:
@@ -382,6 +383,7 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
             m["status"],
             why,
             _ts(m["sent_at"]),
+            " ".join(filter(None, (m["delivery_status"], m["delivery_error"]))),
         )
     out.print(table)
     holds = wired.store.holds_of(account_id)

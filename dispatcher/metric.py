@@ -117,6 +117,13 @@ class MetricsStore(Protocol):
     def due_backlog(self, now: datetime) -> list[tuple[str, str, int, datetime | None]]: ...
 
 
+# The label values of dispatcher_webhook_requests_total, per endpoint (bounded on purpose).
+WEBHOOK_OUTCOMES: dict[str, tuple[str, ...]] = {
+    "status": ("applied", "ignored", "requeued", "unmatched", "refused"),
+    "inbound": ("opt_out", "opt_in", "help", "other", "refused"),
+}
+
+
 class Metrics:
     """The metrics of one dispatcher process, on a registry of its own.
 
@@ -184,6 +191,16 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            f"{PREFIX}_webhook_requests",
+            "Provider webhook requests by endpoint (status, inbound) and outcome: applied, "
+            "ignored (a late or repeated status), requeued (validity expired), unmatched "
+            "(unknown message id), opt_out, opt_in, help, other (inbound), refused (bad or "
+            "no signature). Alert on refusals: increase(dispatcher_webhook_requests_total"
+            '{outcome="refused"}[15m]) > 0 means a wrong token or public URL, or forgery.',
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
         # Every known series exists from the start at 0, so rate() and absent() work from
         # the first scrape instead of the first event.
         for channel in ChannelKind:
@@ -194,6 +211,9 @@ class Metrics:
             self.plan_runs.labels(result)
         for result in ("ok", "refused"):
             self.config_reloads.labels(result)
+        for endpoint, labels in WEBHOOK_OUTCOMES.items():
+            for label in labels:
+                self.webhooks.labels(endpoint, label)
         self.registry.register(
             _StoreCollector(
                 store,
@@ -247,6 +267,12 @@ class Metrics:
     def plan_failed(self) -> None:
         """Count a plan run that raised (the previous success time stays)."""
         self.plan_runs.labels("failed").inc()
+
+    def webhook_received(self, endpoint: str, outcome: str) -> None:
+        """Count one provider webhook request (labels from :data:`WEBHOOK_OUTCOMES`)."""
+        if outcome not in WEBHOOK_OUTCOMES.get(endpoint, ()):
+            raise ValueError(f"unknown webhook outcome {endpoint}/{outcome}")
+        self.webhooks.labels(endpoint, outcome).inc()
 
     def config_reloaded(self, *, ok: bool) -> None:
         """Count a configuration reload (SIGHUP): applied, or refused as invalid."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import time, timedelta
 from pathlib import Path
+from string import Template
 from typing import Self
 
 import holidays
@@ -80,6 +81,37 @@ class CapFile(_Rule):
         return timedelta(days=self.days) if self.days else timedelta(hours=self.hours or 0)
 
 
+class HelpFile(BaseModel):
+    """The reply to an inbound HELP or INFO: who we are, how to reach us, how to stop.
+
+    ``text`` may name ``$creditor_name``, ``$creditor_phone``, ``$creditor_website`` and
+    ``$opt_out`` (the creditor's opt-out line); nothing else is filled in.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str = Field(min_length=3)
+    text: str = Field(min_length=1, max_length=640)
+
+    @field_validator("text")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        try:
+            Template(value).substitute(dict.fromkeys(HELP_FIELDS, ""))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(
+                f"unknown or broken placeholder {exc}; use ${', $'.join(HELP_FIELDS)}"
+            ) from None
+        return value
+
+    def render(self, values: dict[str, str]) -> str:
+        return Template(self.text).substitute({k: values.get(k, "") for k in HELP_FIELDS})
+
+
+HELP_FIELDS = ("creditor_name", "creditor_phone", "creditor_website", "opt_out")
+
+
 class PackFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -91,6 +123,12 @@ class PackFile(BaseModel):
     caps: tuple[CapFile, ...] = ()
     # Most SMS segments one message may take; None: dispatcher.sms.DEFAULT_MAX_SMS_SEGMENTS.
     max_sms_segments: int | None = Field(default=None, ge=1)
+    # The reply to HELP/INFO (inherited from the parent pack when not given).
+    help: HelpFile | None = None
+
+    def rules(self) -> tuple[_Rule | HelpFile, ...]:
+        """Every rule of the pack that carries an id and a source."""
+        return (*self.windows, *self.holidays, *self.caps, *((self.help,) if self.help else ()))
 
     def pack(self) -> Pack:
         return Pack(
@@ -137,12 +175,23 @@ class PolicyBook:
         """The packs an account of ``jurisdiction`` must satisfy, most specific first."""
         return self._chains.get(jurisdiction) or self._chains[DEFAULT_PACK]
 
+    def help_for(self, jurisdiction: str) -> HelpFile | None:
+        """The HELP reply for an account of ``jurisdiction``: its pack's, else the nearest
+        parent's, else the default pack's."""
+        current: str | None = jurisdiction if jurisdiction in self.files else DEFAULT_PACK
+        while current is not None:
+            found = self.files[current].help
+            if found is not None:
+                return found
+            current = self.files[current].parent
+        return self.files[DEFAULT_PACK].help
+
     def longest_cap_window(self) -> timedelta:
         return max((c.window for f in self.files.values() for c in f.caps), default=timedelta())
 
     def rule_source(self, rule_id: str) -> str | None:
         for f in self.files.values():
-            for rule in (*f.windows, *f.holidays, *f.caps):
+            for rule in f.rules():
                 if rule.id == rule_id:
                     return rule.source
         return None
@@ -180,7 +229,7 @@ class PolicyBook:
                     )
                 seen.add(parent)
                 parent = files[parent].parent
-        ids = [r.id for f in files.values() for r in (*f.windows, *f.holidays, *f.caps)]
+        ids = [r.id for f in files.values() for r in f.rules()]
         duplicated = sorted({i for i in ids if ids.count(i) > 1})
         if duplicated:
             raise ConfigError(str(directory), "id", f"rule ids repeat: {duplicated}")

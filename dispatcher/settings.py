@@ -90,6 +90,10 @@ class TwilioSettings(_Section):
     # Development and tests only: send the API calls to this base URL (e.g. a local fake)
     # instead of https://api.twilio.com. Production leaves it empty.
     base_url: str = ""
+    # The public address Twilio calls our webhooks at (scheme and host, e.g.
+    # "https://dispatcher.example"): what Twilio signs, which behind a proxy is not what
+    # the request says. Empty: the scheme and host of status_callback_url.
+    webhook_base_url: str = ""
 
 
 class PlanSettings(_Section):
@@ -106,6 +110,9 @@ class SendSettings(_Section):
     concurrency: int = Field(default=8, ge=1)
     # A message still `sending` this long after its claim was abandoned by a dead process.
     lease_seconds: float = Field(default=900.0, gt=0)
+    # No late arrival (rule sms.validity.window): an SMS with less than this left of its
+    # contact window is not handed over but deferred to the next window.
+    sms_min_validity_seconds: float = Field(default=300.0, ge=1, le=36_000)
 
 
 class ServeSettings(_Section):

@@ -1,5 +1,11 @@
 """A Twilio-compatible HTTP server on loopback, for driving the official client in tests.
 
+It also plays Twilio's side of the webhooks: :meth:`FakeTwilio.send_status` posts a
+status callback for a message it created, and :func:`post_signed` any signed form (an
+inbound SMS), signed the way Twilio signs (``X-Twilio-Signature``: HMAC-SHA1 of the
+public URL and the sorted form fields, keyed with the auth token; computed with the
+official ``RequestValidator``), to wherever the service really listens.
+
 Speaks the one resource the SMS channel calls, ``POST /2010-04-01/Accounts/{sid}/Messages.json``:
 checks HTTP Basic auth (wrong credentials: 401 with Twilio error 20003), records every
 request it received, answers 201 with a Twilio-shaped Message resource, or, for numbers it
@@ -15,10 +21,14 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<sid>AC[0-9a-zA-Z]+)/Messages\.json$")
 
@@ -43,6 +53,8 @@ class FakeTwilio:
     default_delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     created: list[dict[str, Any]] = field(default_factory=list)
+    # message SID -> the StatusCallback URL it was created with
+    callbacks: dict[str, str] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -138,8 +150,41 @@ class FakeTwilio:
             "to": to,
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
         }
+        if "StatusCallback" in form:
+            self.callbacks[sid] = form["StatusCallback"]
         self.created.append(resource)
         self._reply(request, 201, resource)
+
+    def send_status(
+        self,
+        sid: str,
+        status: str,
+        error_code: int | None = None,
+        *,
+        deliver_to: str,
+        token: str | None = None,
+        client: httpx.Client | None = None,
+    ) -> httpx.Response:
+        """Post Twilio's status callback for message ``sid`` to the StatusCallback URL it
+        was created with, signed for that (public) URL but sent to ``deliver_to`` (the
+        scheme, host and port the service really listens on, as a proxy would)."""
+        form = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": "2010-04-01",
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+        }
+        if error_code is not None:
+            form["ErrorCode"] = str(error_code)
+        return post_signed(
+            self.callbacks[sid],
+            form,
+            token or self.auth_token,
+            deliver_to=deliver_to,
+            client=client,
+        )
 
     @staticmethod
     def _reply(request: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
@@ -158,3 +203,29 @@ def _error(code: int, message: str, status: int) -> dict[str, Any]:
         "more_info": f"https://www.twilio.com/docs/errors/{code}",
         "status": status,
     }
+
+
+def signature(url: str, form: Mapping[str, str], token: str) -> str:
+    """``X-Twilio-Signature`` for a POST of ``form`` to ``url``, as Twilio computes it."""
+    return str(RequestValidator(token).compute_signature(url, dict(form)))
+
+
+def post_signed(
+    public_url: str,
+    form: Mapping[str, str],
+    token: str,
+    *,
+    deliver_to: str,
+    signature_header: str | None = None,
+    client: httpx.Client | None = None,
+) -> httpx.Response:
+    """POST ``form`` signed for ``public_url`` to the same path (and query) on
+    ``deliver_to``; ``signature_header`` overrides the signature ("" sends none).
+    ``client`` (e.g. FastAPI's TestClient) sends it instead of a fresh connection."""
+    parts = urlsplit(public_url)
+    target = deliver_to.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    sig = signature(public_url, form, token) if signature_header is None else signature_header
+    headers = {"X-Twilio-Signature": sig} if sig else {}
+    if client is not None:
+        return client.post(target, data=dict(form), headers=headers)
+    return httpx.post(target, data=dict(form), headers=headers, timeout=10)

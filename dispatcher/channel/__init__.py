@@ -8,6 +8,7 @@ provider exception.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from dispatcher.domain.strategy import ChannelKind
@@ -26,6 +27,10 @@ class Outbound:
     body_html: str | None = None
     locale: str | None = None
     unsubscribe_url: str | None = None
+    # No late arrival (rule sms.validity.window): counted from the hand-over, how long the
+    # provider may keep trying; past it the message must be dropped, not delivered late.
+    # Set by the sender for SMS just before ``deliver``; channels that can, pass it on.
+    valid_for: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)

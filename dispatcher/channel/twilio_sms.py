@@ -1,7 +1,9 @@
 """SMS through Twilio Programmable Messaging, with the official ``twilio`` client.
 
 The client is synchronous (``requests``), so each call runs in a worker thread. The
-Message SID Twilio returns is the provider message id.
+Message SID Twilio returns is the provider message id. A message with ``valid_for`` is
+created with ``validity_period`` (whole seconds, 1..36000): Twilio drops it, error 30036,
+rather than deliver it after the customer's contact window (rule ``sms.validity.window``).
 
 Error mapping, at this edge (Twilio error codes: https://www.twilio.com/docs/api/errors):
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +41,7 @@ from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-unty
 from twilio.rest import Client  # type: ignore[import-untyped]
 
 from dispatcher.channel import Outbound, Receipt
+from dispatcher.domain.validity import PROVIDER_MAX, PROVIDER_MIN
 from dispatcher.error import DeliveryError, PermanentDelivery, TransientDelivery
 
 # Retrying cannot help: the number is invalid or cannot receive SMS.
@@ -105,17 +109,21 @@ class TwilioSmsChannel:
         self.from_number = from_number
         self.status_callback_url = status_callback_url
 
-    def _request(self, message: Outbound) -> dict[str, str]:
-        params = {"to": message.recipient, "body": message.body}
+    def _request(self, message: Outbound) -> dict[str, str | int]:
+        params: dict[str, str | int] = {"to": message.recipient, "body": message.body}
         if self.messaging_service_sid:
             params["messaging_service_sid"] = self.messaging_service_sid
         else:
             params["from_"] = self.from_number
         if self.status_callback_url:
             params["status_callback"] = self.status_callback_url
+        if message.valid_for is not None:
+            # Twilio drops what it could not deliver in this many seconds (error 30036)
+            # instead of delivering it after the customer's contact window has closed.
+            params["validity_period"] = validity_period(message.valid_for)
         return params
 
-    def _create(self, params: dict[str, str]) -> str:
+    def _create(self, params: dict[str, str | int]) -> str:
         created = self._client.messages.create(**params)
         return str(created.sid)
 
@@ -133,6 +141,12 @@ class TwilioSmsChannel:
                 f"cannot reach Twilio: {type(exc).__name__}", code="twilio:connection"
             ) from None
         return Receipt(provider_message_id=sid)
+
+
+def validity_period(valid_for: timedelta) -> int:
+    """Whole seconds, rounded down (never past the window end), within Twilio's 1..36000."""
+    bounded = max(PROVIDER_MIN, min(PROVIDER_MAX, valid_for))
+    return int(bounded.total_seconds())
 
 
 def _reason(exc: TwilioRestException | TwilioServiceException) -> str:

@@ -123,16 +123,23 @@ def _candidates(now: datetime, place: Place, chain: Sequence[Pack], days: range)
     """
     starts = {w.start for pack in chain for w in pack.windows} | {time(0, 0)}
     found = {now} if days.start == 0 else set()
+    return sorted(found | _local_instants(now, place, starts, days))
+
+
+def _local_instants(now: datetime, place: Place, times: set[time], days: range) -> set[datetime]:
+    """Each of ``times`` on each of ``days`` (offsets from ``now``'s local date), in every
+    candidate zone, that comes after ``now``."""
+    found: set[datetime] = set()
     for zone in place.zones:
         tz = ZoneInfo(zone)
         first = now.astimezone(tz).date()
         for offset in days:
             day = first + timedelta(days=offset)
-            for start in starts:
-                instant = datetime.combine(day, start, tzinfo=tz)
+            for at in times:
+                instant = datetime.combine(day, at, tzinfo=tz)
                 if instant > now:
                     found.add(instant)
-    return sorted(found)
+    return found
 
 
 def check(
@@ -164,9 +171,56 @@ def next_allowed(
     """The first instant at or after ``now`` when contact is allowed, or None when there is
     none within :data:`HORIZON_DAYS` (e.g. candidate zones too far apart to share a window:
     then the message is held as ``no_contact_window`` for a person to resolve)."""
-    # Most waits end within two days (a night, a weekend day); look further only if not.
+    return _first(
+        lambda days: _candidates(now, place, chain, days),
+        lambda at: _blocked(at, place, channel, chain, is_holiday) is None,
+    )
+
+
+def _first(
+    instants: Callable[[range], list[datetime]], wanted: Callable[[datetime], bool]
+) -> datetime | None:
+    """The first of ``instants`` (for day offsets up to :data:`HORIZON_DAYS`) that is
+    ``wanted``, in UTC. Most answers lie within two days (a night, a weekend day), so those
+    are looked at first and further days only if need be."""
     for days in (range(0, 3), range(3, HORIZON_DAYS + 1)):
-        for candidate in _candidates(now, place, chain, days):
-            if _blocked(candidate, place, channel, chain, is_holiday) is None:
+        for candidate in instants(days):
+            if wanted(candidate):
                 return candidate.astimezone(UTC)
     return None
+
+
+def _closings(now: datetime, place: Place, chain: Sequence[Pack], days: range) -> list[datetime]:
+    """Every instant after ``now`` at which an allowed period can end: window ends and
+    midnights (a weekday or a holiday begins at local midnight), in every candidate zone.
+
+    Between two of these nothing that the rules look at changes, so an allowed period
+    that holds at ``now`` lasts until the first of them at which some rule forbids.
+    """
+    ends = {w.end for pack in chain for w in pack.windows} | {time(0, 0)}
+    return sorted(_local_instants(now, place, ends, days))
+
+
+def window_end(
+    now: datetime,
+    place: Place,
+    channel: ChannelKind,
+    chain: Sequence[Pack],
+    is_holiday: HolidayLookup,
+) -> datetime | None:
+    """When the allowed period that holds at ``now`` ends: the first instant after ``now``
+    at which some window or holiday rule forbids contact (in any candidate zone).
+
+    What "no late arrival" needs (rule ``sms.validity.window``): a message handed over at
+    ``now`` must reach the customer before this instant, so the provider is told to drop
+    it by then. None when contact is not allowed at ``now`` at all (nothing to end), or
+    when nothing forbids it within :data:`HORIZON_DAYS` (a pack without windows).
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    if _blocked(now, place, channel, chain, is_holiday) is not None:
+        return None
+    return _first(
+        lambda days: _closings(now, place, chain, days),
+        lambda at: _blocked(at, place, channel, chain, is_holiday) is not None,
+    )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
+from dispatcher.domain import validity
 from dispatcher.domain.account import Account
 from dispatcher.domain.decision import End, HoldBack, Queue, plan_account
 from dispatcher.domain.message import MessageKey, MessageStatus
@@ -136,4 +137,6 @@ def _source(timing: ContactTiming, rule_id: str | None) -> str | None:
     for rule in RULE_BY_REASON.values():
         if rule.id == rule_id:
             return rule.source
+    if rule_id == validity.RULE_ID:
+        return validity.RULE_SOURCE
     return timing.book.rule_source(rule_id)

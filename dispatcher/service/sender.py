@@ -14,16 +14,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dispatcher.channel import Channel, Outbound, Receipt
 from dispatcher.domain.account import Account
+from dispatcher.domain.cap import Contact
 from dispatcher.domain.decision import EndReason
 from dispatcher.domain.message import MessageStatus
 from dispatcher.domain.policy import HoldReason, hold_because, hold_for
 from dispatcher.domain.retry import RetryPolicy, next_attempt_at
 from dispatcher.domain.staging import days_past_due
 from dispatcher.domain.strategy import ChannelKind, Strategy
+from dispatcher.domain.validity import PROVIDER_MIN, RULE_ID, WINDOW_CLOSING, validity
+from dispatcher.domain.window import Verdict
 from dispatcher.error import DeliveryError, PermanentDelivery
 from dispatcher.service.ledger import ContactLedger
 from dispatcher.service.planner import deferral_detail
@@ -106,6 +109,7 @@ class Sender:
         unsubscribe_url: Callable[[str], str] | None = None,
         lease: timedelta = timedelta(minutes=15),
         jitter: Callable[[], float] = random.random,
+        min_validity: timedelta = timedelta(seconds=300),
     ) -> None:
         self.store = store
         self.channels = channels
@@ -117,6 +121,11 @@ class Sender:
         self.unsubscribe_url = unsubscribe_url
         self.jitter = jitter
         self.lease = lease
+        self.min_validity = min_validity
+        # SMS that passed their checks -> when their contact window closes (None: no close
+        # ahead); the validity handed to the provider is counted from it.
+        self._window_end: dict[str, datetime | None] = {}
+        self._pass = (datetime.min.replace(tzinfo=UTC), 0.0)
 
     async def send(self, now: datetime, *, stop: Callable[[], bool] = lambda: False) -> SendReport:
         """Deliver every queued message due at ``now``; each is claimed before it is sent.
@@ -125,6 +134,7 @@ class Sender:
         hand and takes no new one.
         """
         report = SendReport(now=now)
+        self._pass = (now, time.monotonic())
         self.give_up_interrupted(now, report)
         gate = asyncio.Semaphore(self.concurrency)
         while not stop():
@@ -164,6 +174,9 @@ class Sender:
                 ledger.add(message.message_id, account, message.channel, claim.now)
             ready.append(message)
         taken = claim.take([m.message_id for m in ready])
+        for m in ready:
+            if m.message_id not in taken:  # another worker has it
+                self._window_end.pop(m.message_id, None)
         return [m for m in ready if m.message_id in taken]
 
     def give_up_interrupted(self, now: datetime, report: SendReport) -> None:
@@ -206,10 +219,35 @@ class Sender:
         async with gate:
             await self._send_one(message, now, report, settle)
 
+    def _handover_time(self) -> datetime:
+        """``now`` of this pass plus the time the pass has taken so far: a long batch must
+        not hand over a message with the validity it had at the start."""
+        start, began = self._pass
+        return start + timedelta(seconds=time.monotonic() - began)
+
     async def _send_one(
         self, message: ClaimedMessage, now: datetime, report: SendReport, settle: Settle
     ) -> None:
         attempt = message.attempts + 1
+        valid_for = None
+        if message.message_id in self._window_end:
+            end = self._window_end.pop(message.message_id)
+            left = validity(self._handover_time(), end, minimum=PROVIDER_MIN)
+            if not left.go:
+                # The window closed while the batch was under way: back to the queue at
+                # the close, where the next pass defers it to the next window.
+                self._record(
+                    message,
+                    now,
+                    report,
+                    "message_deferred",
+                    {"status": MessageStatus.QUEUED.value, "scheduled_for": end},
+                    {"reason": WINDOW_CLOSING, "rule_id": RULE_ID, "at": "handover"},
+                    f"deferred:{WINDOW_CLOSING}",
+                    settle=settle,
+                )
+                return
+            valid_for = left.valid_for
         outbound = Outbound(
             message_id=message.message_id,
             account_id=message.account_id,
@@ -224,6 +262,7 @@ class Sender:
                 if self.unsubscribe_url and message.channel is ChannelKind.EMAIL
                 else None
             ),
+            valid_for=valid_for,
         )
         try:
             receipt: Receipt = await self.channels[message.channel].deliver(outbound)
@@ -246,8 +285,16 @@ class Sender:
                 "artifact_path": receipt.artifact_path,
                 "last_error": None,
                 "next_attempt_at": None,
+                # A new hand-over: what the provider said of an earlier one no longer holds.
+                "delivery_status": None,
+                "delivery_error": None,
+                "delivery_updated_at": None,
             },
-            {"attempt": attempt, "provider_message_id": receipt.provider_message_id},
+            {
+                "attempt": attempt,
+                "provider_message_id": receipt.provider_message_id,
+                **({"valid_for_seconds": int(valid_for.total_seconds())} if valid_for else {}),
+            },
             "sent",
             settle=settle,
         )
@@ -284,6 +331,8 @@ class Sender:
         if hold is None:
             contacts = ledger.of(account, excluding=message.message_id)
             timing = self.timing.verdict(account, message.channel, now, contacts)
+            if timing.allowed and message.channel is ChannelKind.SMS:
+                timing = self._window_closing(message, account, now, contacts)
             if timing.allowed:
                 return False
             if timing.next_allowed is not None:
@@ -327,6 +376,20 @@ class Sender:
             settle=claim.finish,
         )
         return True
+
+    def _window_closing(
+        self, message: ClaimedMessage, account: Account, now: datetime, contacts: list[Contact]
+    ) -> Verdict:
+        """No late arrival (rule ``sms.validity.window``): an SMS goes only with at least
+        ``min_validity`` left of its contact window, and carries the rest as its validity;
+        with less, the verdict defers it to the next window."""
+        end = self.timing.window_end(account, message.channel, now)
+        if end is None or validity(now, end, minimum=self.min_validity).go:
+            self._window_end[message.message_id] = end
+            return Verdict(allowed=True)
+        later = self.timing.verdict(account, message.channel, end, contacts)
+        reopens = end if later.allowed else later.next_allowed
+        return Verdict(False, WINDOW_CLOSING, RULE_ID, reopens)
 
     def _ended(self, message: ClaimedMessage, account: Account, now: datetime) -> EndReason | None:
         """Why a queued message can no longer be right: the account paid, started a new

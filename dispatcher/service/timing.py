@@ -11,7 +11,7 @@ from dispatcher.domain.account import Account
 from dispatcher.domain.cap import Contact
 from dispatcher.domain.schedule import schedule
 from dispatcher.domain.strategy import ChannelKind
-from dispatcher.domain.window import HolidayLookup, Place, Verdict
+from dispatcher.domain.window import HolidayLookup, Place, Verdict, window_end
 from dispatcher.policy_book import PolicyBook
 from dispatcher.zone import candidate_zones
 
@@ -38,3 +38,11 @@ class ContactTiming:
         place = Place(candidate_zones(account), account.country, account.region)
         chain = self.book.chain(account.jurisdiction)
         return schedule(now, place, channel, account.account_id, chain, self.is_holiday, contacts)
+
+    def window_end(self, account: Account, channel: ChannelKind, now: datetime) -> datetime | None:
+        """When the contact window open at ``now`` closes for ``account`` (the earliest
+        close over its candidate zones and pack chain); None if closed now or no close
+        within the look-ahead. The sender's "no late arrival" limit for SMS."""
+        place = Place(candidate_zones(account), account.country, account.region)
+        chain = self.book.chain(account.jurisdiction)
+        return window_end(now, place, channel, chain, self.is_holiday)

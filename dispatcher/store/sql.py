@@ -185,6 +185,33 @@ class Claim:
         SqlStore._audit(self.conn, audit)
 
 
+@dataclass
+class Tracked:
+    """One message found by its provider id, locked until the transaction ends, for a
+    provider's report about it (a status callback) to be applied and audited."""
+
+    store: SqlStore
+    conn: Connection
+    message: RowMapping | None
+
+    def update(self, values: Mapping[str, object]) -> None:
+        assert self.message is not None
+        self.conn.execute(
+            update(MESSAGE)
+            .where(MESSAGE.c.message_id == self.message["message_id"])
+            .values(**values)
+        )
+
+    def account(self) -> Account | None:
+        """The message's account with its holds, read in the same transaction."""
+        assert self.message is not None
+        account_id = self.message["account_id"]
+        return self.store._accounts(self.conn, [account_id]).get(account_id)
+
+    def audit(self, entries: Iterable[AuditEntry]) -> None:
+        SqlStore._audit(self.conn, entries)
+
+
 # Columns a planner update may change on an existing outbox row (a release or a new hold).
 UPDATABLE_FIELDS = (
     "status",
@@ -1009,6 +1036,100 @@ class SqlStore:
                     found.append((channel, status, int(n), earliest))
         return found
 
+    # -- provider reports ------------------------------------------------------------
+    @contextmanager
+    def tracking(self, provider_message_id: str) -> Iterator[Tracked]:
+        """The message the provider knows as ``provider_message_id``, locked for the
+        transaction (``FOR UPDATE`` on PostgreSQL, the write lock on SQLite), so two
+        callbacks about one message are applied one after the other, never interleaved."""
+        query = select(MESSAGE).where(MESSAGE.c.provider_message_id == provider_message_id)
+        with self.engine.begin() as conn:
+            if self._dialect == "postgresql":
+                query = query.with_for_update()
+            else:
+                conn.exec_driver_sql("UPDATE message SET status = status WHERE 0")
+            found = conn.execute(query.limit(1)).mappings().first()
+            yield Tracked(self, conn, found)
+
+    def accounts_with_phone(self, phone: str) -> list[str]:
+        """Ids of every account whose phone is ``phone`` (E.164, as the importer stores it)."""
+        with self.engine.connect() as conn:
+            return sorted(
+                conn.execute(select(ACCOUNT.c.account_id).where(ACCOUNT.c.phone == phone)).scalars()
+            )
+
+    def hold_phone(
+        self,
+        phone: str,
+        reason: str,
+        *,
+        channel: str | None,
+        scope: str,
+        note: str,
+        source: str,
+        actor: str,
+        now: datetime,
+        audit: Iterable[AuditEntry] = (),
+    ) -> list[tuple[str, int]]:
+        """Place a hold on every account with ``phone`` that has no active hold of this
+        reason and source yet (a repeated request places nothing twice); returns
+        (account id, hold id) of those placed. Each is audited, with ``audit``, in one
+        transaction."""
+        with self.engine.begin() as conn:
+            ids = conn.execute(select(ACCOUNT.c.account_id).where(ACCOUNT.c.phone == phone))
+            already = {a for a, _ in conn.execute(_phone_holds(phone, reason, source))}
+            placed: list[tuple[str, int]] = []
+            for account_id in sorted(set(ids.scalars()) - already):
+                hold_id = conn.execute(
+                    HOLD.insert()
+                    .values(
+                        account_id=account_id,
+                        reason=reason,
+                        channel=channel,
+                        scope=scope,
+                        starts_at=now,
+                        ends_at=None,
+                        note=note,
+                        source=source,
+                        created_by=actor,
+                        created_at=now,
+                    )
+                    .returning(HOLD.c.id)
+                ).scalar_one()
+                placed.append((account_id, int(hold_id)))
+            detail = {"reason": reason, "channel": channel, "scope": scope, "source": source}
+            self._audit(
+                conn, [*audit, *_hold_entries("hold_added", actor, now, placed, detail, note)]
+            )
+        return placed
+
+    def lift_phone_holds(
+        self,
+        phone: str,
+        reason: str,
+        *,
+        source: str,
+        note: str,
+        actor: str,
+        now: datetime,
+        audit: Iterable[AuditEntry] = (),
+    ) -> list[tuple[str, int]]:
+        """Lift the active holds of ``reason`` placed by ``source`` on accounts with
+        ``phone`` (holds placed otherwise stay); returns (account id, hold id) lifted."""
+        with self.engine.begin() as conn:
+            found = [(str(a), int(h)) for a, h in conn.execute(_phone_holds(phone, reason, source))]
+            if found:
+                conn.execute(
+                    update(HOLD)
+                    .where(HOLD.c.id.in_([h for _, h in found]))
+                    .values(lifted_at=now, lifted_by=actor, lift_note=note)
+                )
+            detail = {"reason": reason, "source": source}
+            self._audit(
+                conn, [*audit, *_hold_entries("hold_lifted", actor, now, found, detail, note)]
+            )
+        return found
+
     def audit(self, entries: Iterable[AuditEntry]) -> None:
         with self.engine.begin() as conn:
             self._audit(conn, entries)
@@ -1018,6 +1139,39 @@ class SqlStore:
         rows = [entry.row() for entry in entries]
         if rows:
             conn.execute(AUDIT.insert(), rows)
+
+
+def _hold_entries(
+    event: str,
+    actor: str,
+    now: datetime,
+    holds: Sequence[tuple[str, int]],
+    detail: Mapping[str, object],
+    note: str,
+) -> list[AuditEntry]:
+    """One audit record per (account id, hold id) of ``holds``."""
+    return [
+        AuditEntry(
+            event, actor, now, account_id, detail={"hold_id": hold_id, **detail, "note": note}
+        )
+        for account_id, hold_id in holds
+    ]
+
+
+def _phone_holds(phone: str, reason: str, source: str) -> Any:
+    """(account id, hold id) of the active holds of ``reason`` placed by ``source`` on the
+    accounts with ``phone``, oldest first."""
+    return (
+        select(HOLD.c.account_id, HOLD.c.id)
+        .join(ACCOUNT, ACCOUNT.c.account_id == HOLD.c.account_id)
+        .where(
+            ACCOUNT.c.phone == phone,
+            HOLD.c.reason == reason,
+            HOLD.c.source == source,
+            HOLD.c.lifted_at.is_(None),
+        )
+        .order_by(HOLD.c.id)
+    )
 
 
 def _plannable(due_on_or_before: date) -> ColumnElement[bool]:

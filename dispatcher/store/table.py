@@ -63,6 +63,8 @@ class MessageRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_message_due", "status", "scheduled_for"),
         Index("ix_message_account", "account_id", "cycle"),
+        # Provider status callbacks find their message by the provider's id.
+        Index("ix_message_provider", "provider_message_id"),
     )
 
     message_id: str = Field(primary_key=True, max_length=32)
@@ -93,6 +95,11 @@ class MessageRow(SQLModel, table=True):
     provider_message_id: str | None = None
     artifact_path: str | None = None
     last_error: str | None = None
+    # What the provider reported after hand-over (status callbacks): the message stays
+    # `sent` (it was handed over); this says whether it reached the handset.
+    delivery_status: str | None = None
+    delivery_error: str | None = None
+    delivery_updated_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
     created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
 

@@ -2,7 +2,8 @@
 
 Built by :func:`create_app` from the running service, never at import time. The probe
 endpoints answer without authentication and say nothing about customers: they are for
-load balancers, systemd watchdogs and Prometheus on the operators' network.
+load balancers, systemd watchdogs and Prometheus on the operators' network. The provider
+webhooks under ``/webhooks/twilio/`` answer only requests signed by the provider.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+
+from dispatcher.web.webhook import webhook_router
 
 if TYPE_CHECKING:
     from dispatcher.daemon import Service
@@ -39,4 +42,6 @@ def create_app(service: Service) -> FastAPI:
         payload, content_type = service.metrics.render()
         return Response(payload, media_type=content_type)
 
+    # Provider webhooks (signed by the provider; see dispatcher/web/webhook.py).
+    app.include_router(webhook_router(service))
     return app

@@ -29,6 +29,10 @@ APP_TABLES = {"account", "message", "audit", "hold"}
 ADDED_SINCE_INITIAL: dict[str, tuple[set[str], set[str]]] = {
     "audit": ({"seq", "prev_hash", "hash", "detail_sha256"}, {"ix_audit_seq"}),  # 0007 audit chain
     "account": ({"legal_hold", "legal_hold_note", "purged_at"}, set()),  # 0008 retention
+    "message": (  # 0003 delivery status
+        {"delivery_status", "delivery_error", "delivery_updated_at"},
+        {"ix_message_provider"},
+    ),
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -228,3 +230,19 @@ def test_file_stays_the_default_sink(tmp_path: Path) -> None:
 
     assert type(channels[ChannelKind.SMS]).__name__ == "FileSmsSink"
     assert type(channels[ChannelKind.EMAIL]).__name__ == "FileEmailSink"
+
+
+def test_the_validity_is_handed_to_twilio_as_validity_period_in_whole_seconds(
+    fake: FakeTwilio,
+) -> None:
+    channel = channel_for(fake)
+    cases = [
+        (timedelta(seconds=1234.9), "1234"),  # rounded down: never past the window end
+        (timedelta(hours=12), "36000"),  # Twilio keeps a message ten hours at most
+        (timedelta(milliseconds=200), "1"),  # Twilio's least
+    ]
+    for i, (valid_for, _) in enumerate(cases):
+        asyncio.run(channel.deliver(replace(sms(message_id=f"m-{i}"), valid_for=valid_for)))
+    asyncio.run(channel.deliver(sms(message_id="m-none")))
+    forms = [r.form for r in fake.received]
+    assert [f.get("ValidityPeriod") for f in forms] == [want for _, want in cases] + [None]

@@ -21,6 +21,7 @@ from dispatcher.account_file import (
     Rejected,
     RejectWriter,
     _normalised_email,
+    phone_e164,
     read_accounts,
 )
 from dispatcher.error import InputError
@@ -761,3 +762,21 @@ def test_reader_is_lazy_and_streams(tmp_path: Path) -> None:
     first = next(results)
     assert first.line == 2
     assert sum(1 for _ in results) == 2999
+
+
+@pytest.mark.parametrize(
+    ("text", "region", "e164"),
+    [
+        ("+16175550123", None, "+16175550123"),
+        ("+1 (617) 555-0123", None, "+16175550123"),
+        ("617-555-0123", "US", "+16175550123"),
+        ("07911 123456", "GB", "+447911123456"),
+        ("+86 138 0013 8000", None, "+8613800138000"),
+        ("not a number", "US", None),
+        ("+1 555", None, None),
+    ],
+)
+def test_phone_e164_normalises_as_the_importer_stores_phones(
+    text: str, region: str | None, e164: str | None
+) -> None:
+    assert phone_e164(text, region) == e164
