@@ -155,7 +155,7 @@ def plan(
 ) -> None:
     """Decide what is due for every account and queue it (or record why not)."""
     wired, at = _app(), _now(now)
-    planner = wired.planner()
+    planner = wired.planner(at)
     with _progress("planning", planner.count(at)) as progress:
         report = planner.plan(at, dry_run=dry_run, on_progress=_advance(progress))
     _show_plan(report, as_json)
@@ -234,7 +234,7 @@ def reload(
 def run_once(now: NowOption = None, as_json: JsonOption = False) -> None:
     """Plan, then send: one full cycle."""
     wired, at = _app(), _now(now)
-    planner = wired.planner()
+    planner = wired.planner(at)
     with _progress("planning", planner.count(at)) as progress:
         planned = planner.plan(at, on_progress=_advance(progress))
     sent = asyncio.run(wired.sender().send(at))

@@ -68,7 +68,7 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
     for line in view.import_lines(imported):
         console.print(line, markup=False, highlight=False)
 
-    planned = app.planner().plan(now)
+    planned = app.planner(now).plan(now)
     console.rule(f"2. plan at {now.isoformat(timespec='seconds')}")
     console.print(view.plan_table(planned))
 
