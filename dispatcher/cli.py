@@ -37,7 +37,7 @@ from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
 from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml
-from dispatcher.templates_cli import templates_app
+from dispatcher.templates_cli import catalog_summary, templates_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -145,6 +145,7 @@ def init() -> None:
         f"strategy {strategy.id!r}: {len(strategy.stages)} stages; "
         f"{len(templates.names())} templates loaded"
     )
+    out.print(catalog_summary(wired.catalog, SystemClock().now()), markup=False)
 
 
 @app.command()
@@ -326,7 +327,8 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
         title="messages",
     )
     for m in messages:
-        why = m["hold_reason"] or f"{m['template_id'] or ''} v{m['template_version'] or ''}"
+        # template_version is the content hash (docs/TEMPLATES.md): 12 digits name it.
+        why = m["hold_reason"] or f"{m['template_id'] or ''} @{(m['template_version'] or '')[:12]}"
         table.add_row(
             _ts(m["created_at"]),
             m["stage"],

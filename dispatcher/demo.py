@@ -97,7 +97,7 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
     if sample is not None:
         console.print(
             f"account {sample['account_id']} · {sample['stage']}/{sample['step']} "
-            f"· template {sample['template_id']} v{sample['template_version']}"
+            f"· template {sample['template_id']} @{str(sample['template_version'])[:12]}"
         )
         console.print(sample["body"], markup=False, highlight=False)
         console.print(f"\nfull history: dispatcher history {sample['account_id']}")

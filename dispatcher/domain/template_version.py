@@ -107,9 +107,10 @@ def next_state(state: VersionState, action: VersionAction) -> VersionState | Ref
     target = TRANSITIONS.get((state, action))
     if target is not None:
         return target
-    allowed = sorted(a.value for (s, a) in TRANSITIONS if s is state)
-    hint = f"; a {state} version can only be: {', '.join(allowed)}" if allowed else ""
-    return Refusal(LIFECYCLE, f"a {state} version cannot be {_past(action)}{hint}")
+    allowed = sorted(_past(a) for (s, a) in TRANSITIONS if s is state)
+    hint = f"; it can only be {' or '.join(allowed)}" if allowed else f"; {state} is final"
+    article = "an" if state.value[0] in "aeiou" else "a"
+    return Refusal(LIFECYCLE, f"{article} {state} version cannot be {_past(action)}{hint}")
 
 
 def check_approval(state: VersionState, author: str, approver: str) -> Refusal | None:
