@@ -207,7 +207,8 @@ class App:
         return TemplateCatalog(
             TemplateVersionStore(self.store.engine),
             self.settings.templates_dir,
-            disk=lambda: self.templates,
+            # Read afresh each time: a sync must see the files as they are now.
+            disk=lambda: TemplateSet.load(self.settings.templates_dir),
             strategy=lambda: self.strategy,
             policies=lambda: self.policies,
             creditor=self.creditor,

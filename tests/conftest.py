@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import os
-from datetime import UTC, datetime
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
