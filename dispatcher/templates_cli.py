@@ -19,13 +19,14 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from dispatcher.bootstrap import App, bootstrap
 from dispatcher.clock import SystemClock, parse_instant
 from dispatcher.domain.staging import days_past_due
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.domain.template_version import VersionState
-from dispatcher.error import InputError
+from dispatcher.error import InputError, StoreError
 from dispatcher.service.template_catalog import ApprovalRefused, TemplateCatalog
 from dispatcher.service.template_lint import (
     Finding,
@@ -235,7 +236,7 @@ def preview(
     source = "sample data" if account_id is None else f"account {account_id}"
     _note(
         f"{info.channel} {front.id} {info.locale} version {front.version} "
-        f"({front.approval}) sha256 {info.sha256[:12]} | {source}, "
+        f"(catalog: {_catalog_state(wired, info)}) sha256 {info.sha256[:12]} | {source}, "
         f"{context['dpd']} days past due"
     )
     _show(wired, info, message, output)
@@ -244,6 +245,21 @@ def preview(
     for finding in findings:
         if finding.file.split("#")[0] in files:
             _note(_finding_line(finding))
+
+
+def _catalog_state(wired: App, info: TemplateInfo) -> str:
+    """What the catalog says of this file's content: only an approved version is sent."""
+    url = make_url(wired.settings.database_url)
+    unknown = "unknown, no database (dispatcher init)"
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        return unknown  # do not create an empty database file just to look
+    try:
+        wired.store.check_schema()
+    except StoreError:
+        return unknown
+    versions = wired.catalog.versions.versions(info.channel, info.name, info.locale)
+    state = next((v.state.value for v in versions if v.sha256 == info.sha256), None)
+    return state or "not registered: templates sync --as NAME"
 
 
 def _step_of(wired: App, channel: ChannelKind, name: str) -> tuple[str, int]:
