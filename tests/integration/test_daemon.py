@@ -69,7 +69,7 @@ def test_a_good_change_on_reload_is_a_draft_and_is_sent_only_once_approved(
 
     app.catalog.approve(draft.key, draft.sha256[:8], approver="bob", now=NOW)
     load(app, tmp_path, [row("A-2", days_ago(1))], name="b.csv")
-    asyncio.run(service(app, NOW + timedelta(minutes=15)).plan())
+    asyncio.run(svc.plan())  # the same instance: it holds the planning lock
     [second] = [m for m in messages(app, channel="sms") if m["account_id"] == "A-2"]
     assert "Revised wording." in str(second["body"])
     assert second["template_version"] == second["template_sha256"] == draft.sha256
