@@ -230,7 +230,7 @@ class App:
             self.creditor,
             self.timing,
             batch_size=self.settings.plan.batch_size,
-            unapproved=approved.known,
+            catalogued=approved.known,
         )
 
     def sender(self) -> Sender:

@@ -261,16 +261,16 @@ class Planner:
         timing: ContactTiming,
         *,
         batch_size: int = 2000,
-        unapproved: Collection[tuple[ChannelKind, str]] = (),
+        catalogued: Collection[tuple[ChannelKind, str]] = (),
     ) -> None:
         """``templates`` is what may be sent: the approved versions (``App.planner``).
 
-        ``unapproved`` names templates (channel, id) that have versions in the catalog:
+        ``catalogued`` names the templates (channel, id) with any version in the catalog:
         a step whose template has none approved is then held ``template_not_approved``
         rather than ``template_missing``.
         """
         self.timing = timing
-        self.unapproved = frozenset(unapproved)
+        self.catalogued = frozenset(catalogued)
         self.store = store
         self.templates = templates
         self.strategy = strategy
@@ -348,7 +348,7 @@ class Planner:
                 f"{key.channel.value} template {template!r} "
                 f"for {account.locale} or {self.strategy.default_locale}"
             )
-            if (key.channel, template) in self.unapproved:
+            if (key.channel, template) in self.catalogued:
                 # HR-11: a draft is never sent, and nothing else stands in for it.
                 hold(
                     HoldReason.TEMPLATE_NOT_APPROVED,
