@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.channel.smtp import SmtpEmailChannel, SmtpServer
 from dispatcher.channel.twilio_sms import TwilioSmsChannel, build_twilio_client
+from dispatcher.clock import SystemClock
 from dispatcher.domain.retention import RecordKind, RetentionPolicy
 from dispatcher.domain.retry import RetryPolicy
 from dispatcher.domain.strategy import ChannelKind, Strategy
@@ -31,12 +32,14 @@ from dispatcher.policy_book import PolicyBook
 from dispatcher.service.audit_log import AnchorFile
 from dispatcher.service.planner import Planner
 from dispatcher.service.sender import Sender
+from dispatcher.service.template_catalog import TemplateCatalog
 from dispatcher.service.template_lint import Severity, lint_directory
 from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.chain import AuditChainStore
 from dispatcher.store.retention import RetentionStore
 from dispatcher.store.sql import SqlStore, configure_sqlite
+from dispatcher.store.template_version import TemplateVersionStore
 from dispatcher.template import TemplateSet
 from dispatcher.template.context import Creditor
 from dispatcher.template.letter import compile_pdf
@@ -225,14 +228,36 @@ class App:
             }
         )
 
-    def planner(self) -> Planner:
+    @cached_property
+    def catalog(self) -> TemplateCatalog:
+        """Template versions and four-eyes approval, on the application's database."""
+        return TemplateCatalog(
+            TemplateVersionStore(self.store.engine),
+            self.settings.templates_dir,
+            # Read afresh each time: a sync must see the files as they are now.
+            disk=lambda: TemplateSet.load(self.settings.templates_dir),
+            strategy=lambda: self.strategy,
+            policies=lambda: self.policies,
+            creditor=self.creditor,
+        )
+
+    def planner(self, now: datetime | None = None) -> Planner:
+        """A planner that renders only the approved version of each template (HR-12).
+
+        The approved versions are read from the database each time (compiled once per
+        set of approved hashes), so an approval counts from the next plan, and the files
+        on disk (drafts until approved) change nothing that is sent. ``now`` stamps a
+        first-use bootstrap of the catalog (default: the wall clock).
+        """
+        approved = self.catalog.approved(now or SystemClock().now())
         return Planner(
             self.store,
-            self.templates,
+            approved.templates,
             self.strategy,
             self.creditor,
             self.timing,
             batch_size=self.settings.plan.batch_size,
+            catalogued=approved.known,
         )
 
     def sender(self) -> Sender:

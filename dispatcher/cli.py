@@ -38,7 +38,7 @@ from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
 from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml
 from dispatcher.store.schema import INITIAL
-from dispatcher.templates_cli import templates_app
+from dispatcher.templates_cli import catalog_summary, templates_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -150,6 +150,7 @@ def init() -> None:
         f"strategy {strategy.id!r}: {len(strategy.stages)} stages; "
         f"{len(templates.names())} templates loaded"
     )
+    out.print(catalog_summary(wired.catalog, SystemClock().now()), markup=False)
 
 
 @app.command()
@@ -202,7 +203,7 @@ def plan(
 ) -> None:
     """Decide what is due for every account and queue it (or record why not)."""
     wired, at = _app(), _now(now)
-    planner = wired.planner()
+    planner = wired.planner(at)
     with _progress("planning", planner.count(at)) as progress:
         report = planner.plan(at, dry_run=dry_run, on_progress=_advance(progress))
     _show_plan(report, as_json)
@@ -281,7 +282,7 @@ def reload(
 def run_once(now: NowOption = None, as_json: JsonOption = False) -> None:
     """Plan, then send: one full cycle."""
     wired, at = _app(), _now(now)
-    planner = wired.planner()
+    planner = wired.planner(at)
     with _progress("planning", planner.count(at)) as progress:
         planned = planner.plan(at, on_progress=_advance(progress))
     sent = asyncio.run(wired.sender().send(at))
@@ -374,7 +375,8 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
         title="messages",
     )
     for m in messages:
-        why = m["hold_reason"] or f"{m['template_id'] or ''} v{m['template_version'] or ''}"
+        # template_version is the content hash (docs/TEMPLATES.md): 12 digits name it.
+        why = m["hold_reason"] or f"{m['template_id'] or ''} @{(m['template_version'] or '')[:12]}"
         table.add_row(
             _ts(m["created_at"]),
             m["stage"],

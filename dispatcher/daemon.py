@@ -217,7 +217,7 @@ class Service:
             return
         now = self.clock.now()
         run_id = self.app.store.start_run("plan", self.instance, now)
-        planner = self.app.planner()
+        planner = self.app.planner(now)
         self._plan_task = asyncio.ensure_future(
             asyncio.to_thread(planner.plan, now, stop=self.stopping.is_set)
         )

@@ -69,7 +69,7 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
     for line in view.import_lines(imported):
         console.print(line, markup=False, highlight=False)
 
-    planned = app.planner().plan(now)
+    planned = app.planner(now).plan(now)
     console.rule(f"2. plan at {now.isoformat(timespec='seconds')}")
     console.print(view.plan_table(planned))
 
@@ -98,7 +98,7 @@ def run_demo(app: App, *, accounts: int, now: datetime, console: Console) -> Non
     if sample is not None:
         console.print(
             f"account {sample['account_id']} · {sample['stage']}/{sample['step']} "
-            f"· template {sample['template_id']} v{sample['template_version']}"
+            f"· template {sample['template_id']} @{str(sample['template_version'])[:12]}"
         )
         console.print(sample["body"], markup=False, highlight=False)
         console.print(f"\nfull history: dispatcher history {sample['account_id']}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,5 +110,6 @@ def app(
 ) -> Iterator[App]:
     wired = bootstrap(settings_for(tmp_path, database_url), channels=channels)
     wired.store.create_schema()
+    wired.catalog.bootstrap(datetime.now(UTC))  # what `dispatcher init` does
     yield wired
     wired.store.engine.dispose()  # before the database is dropped

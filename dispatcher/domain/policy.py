@@ -34,6 +34,7 @@ class HoldReason(StrEnum):
     NO_EMAIL = "no_email"
     NO_ADDRESS = "no_address"
     TEMPLATE_MISSING = "template_missing"
+    TEMPLATE_NOT_APPROVED = "template_not_approved"
     RENDER_FAILED = "render_failed"
     NO_CONTACT_WINDOW = "no_contact_window"
 
@@ -102,6 +103,12 @@ RULES: tuple[Rule, ...] = (
         "hold.template_missing",
         "house rule HR-4: only what a template of the account's locale (or the default) says",
         HoldReason.TEMPLATE_MISSING,
+    ),
+    Rule(
+        "hold.template_not_approved",
+        "house rule HR-12: only a version a second person approved is sent (four eyes); "
+        "a draft never is",
+        HoldReason.TEMPLATE_NOT_APPROVED,
     ),
     Rule(
         "hold.render_failed",

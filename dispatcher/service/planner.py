@@ -9,7 +9,7 @@ idempotency key is unique and the core only decides what has no record yet.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -206,7 +206,9 @@ class _Batch:
                 locale=locale,
                 recipient=recipient_of(account, key.channel),
                 template_id=rendered.template_id,
-                template_version=rendered.template_version,
+                # The content hash is the version (docs/TEMPLATES.md, "Versions and
+                # approval"); the front matter's `version` is only a label for people.
+                template_version=rendered.template_sha256,
                 template_sha256=rendered.template_sha256,
                 subject=rendered.subject,
                 body=rendered.body,
@@ -230,7 +232,8 @@ class _Batch:
                 "channel": key.channel.value,
                 "dpd": decision.dpd,
                 "template_id": rendered.template_id,
-                "template_version": rendered.template_version,
+                "template_version": rendered.template_sha256,
+                "template_label": rendered.template_version,
                 "template_sha256": rendered.template_sha256,
                 "body_sha256": rendered.body_sha256,
             },
@@ -258,8 +261,16 @@ class Planner:
         timing: ContactTiming,
         *,
         batch_size: int = 2000,
+        catalogued: Collection[tuple[ChannelKind, str]] = (),
     ) -> None:
+        """``templates`` is what may be sent: the approved versions (``App.planner``).
+
+        ``catalogued`` names the templates (channel, id) with any version in the catalog:
+        a step whose template has none approved is then held ``template_not_approved``
+        rather than ``template_missing``.
+        """
         self.timing = timing
+        self.catalogued = frozenset(catalogued)
         self.store = store
         self.templates = templates
         self.strategy = strategy
@@ -333,11 +344,19 @@ class Planner:
 
         locale = self._locale(account, decision)
         if locale is None:
-            hold(
-                HoldReason.TEMPLATE_MISSING,
-                f"no {key.channel.value} template {template!r} "
-                f"for {account.locale} or {self.strategy.default_locale}",
+            wanted = (
+                f"{key.channel.value} template {template!r} "
+                f"for {account.locale} or {self.strategy.default_locale}"
             )
+            if (key.channel, template) in self.catalogued:
+                # HR-12: a draft is never sent, and nothing else stands in for it.
+                hold(
+                    HoldReason.TEMPLATE_NOT_APPROVED,
+                    f"no approved version of the {wanted}; "
+                    "a second person approves one with `dispatcher templates approve`",
+                )
+            else:
+                hold(HoldReason.TEMPLATE_MISSING, f"no {wanted}")
             return
         context = build_context(
             account,

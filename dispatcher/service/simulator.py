@@ -51,7 +51,7 @@ def simulate(
     """Plan and send at every tick in [start, start + days); report what happened."""
     end = start + timedelta(days=days)
     before = _states(app)
-    planner, sender = app.planner(), app.sender()
+    planner, sender = app.planner(start), app.sender()
     now = start
     while now < end:
         planner.plan(now)

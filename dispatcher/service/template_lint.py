@@ -259,7 +259,7 @@ def _check_template(
 ) -> list[Finding]:
     file = str(info.files[0])
     front = info.front_matter
-    disclosures_line = _front_matter_line(info.files[0], "disclosures")
+    disclosures_line = _front_matter_line(info, "disclosures")
     findings: list[Finding] = []
     for name in sorted(required - set(front.disclosures)):
         findings.append(
@@ -288,7 +288,7 @@ def _check_template(
         findings.append(
             Finding(
                 file,
-                _front_matter_line(info.files[0], "approval"),
+                _front_matter_line(info, "approval"),
                 "lint.approval",
                 Severity.WARNING,
                 f"the strategy uses this template but its approval is {front.approval}",
@@ -409,12 +409,17 @@ def _language(locale: str) -> str:
     return locale.replace("_", "-").split("-")[0].lower()
 
 
-def _front_matter_line(path: Path, key: str) -> int | None:
-    """The line of ``key = ...`` in the file's front matter, for findings about it."""
+def _front_matter_line(info: TemplateInfo, key: str) -> int | None:
+    """The line of ``key = ...`` in the first file's front matter, for findings about it.
+
+    Read from the source the template was loaded from (a catalog version may differ from
+    the file on disk now), or from the file when that is not kept.
+    """
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")
+        text = info.texts[0] if info.texts else info.files[0].read_text(encoding="utf-8")
     except OSError:
         return None
+    lines = text.split("\n")
     pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
     for number, line in enumerate(lines[1:], start=2):
         if line.rstrip() == "+++":

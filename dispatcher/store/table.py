@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, Index, Text
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from dispatcher.store.column import UtcDateTime
@@ -172,3 +172,50 @@ class RunRow(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
     status: str = "running"
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+
+
+class TemplateVersionRow(SQLModel, table=True):
+    """One exact wording of one template (channel, id, locale), named by its content hash.
+
+    Kept for ever with the full source, so the approved wording can be rendered after the
+    file on disk changed, and an auditor can read what any message was made from. States:
+    draft → approved → retired, or draft → rejected (``dispatcher.domain.template_version``).
+    The partial unique index lets at most one version of a template be approved.
+    """
+
+    __tablename__ = "template_version"
+    __table_args__ = (
+        UniqueConstraint(
+            "channel", "template_id", "locale", "sha256", name="uq_template_version_sha256"
+        ),
+        Index(
+            "uq_template_version_approved",
+            "channel",
+            "template_id",
+            "locale",
+            unique=True,
+            sqlite_where=text("state = 'approved'"),
+            postgresql_where=text("state = 'approved'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str
+    template_id: str
+    locale: str
+    # SHA-256 hex of the file bytes (email: text part then HTML part): the version.
+    sha256: str = Field(max_length=64)
+    label: str  # the front matter ``version``: a name for people, not the identity
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    source_html: str | None = Field(default=None, sa_column=Column(Text))  # email HTML part
+    author: str
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    state: str = "draft"
+    approved_by: str | None = None
+    approved_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    rejected_by: str | None = None
+    rejected_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    retired_by: str | None = None
+    retired_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    note: str | None = Field(default=None, sa_column=Column(Text))  # approval or rejection
+    retire_note: str | None = Field(default=None, sa_column=Column(Text))

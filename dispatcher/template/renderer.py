@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import traceback
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -85,6 +85,8 @@ class TemplateInfo:
     front_matter: FrontMatter
     files: tuple[Path, ...]
     sha256: str
+    texts: tuple[str, ...] = ()
+    """The source of each file, as loaded (what ``sha256`` covers), for the version catalog."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,25 @@ class TemplateSet:
             if folder.is_dir():
                 for path in sorted(folder.glob("*.j2")):
                     loader.add(channel, path)
+        return cls(root, loader.finish())
+
+    @classmethod
+    def from_sources(
+        cls,
+        root: Path,
+        sources: Iterable[tuple[ChannelKind, Path, bytes]],
+        *,
+        variables: Collection[str] = VARIABLES,
+    ) -> TemplateSet:
+        """Like :meth:`load`, from file contents kept elsewhere (the version catalog).
+
+        Why: the planner sends the *approved* wording, which the database keeps, not
+        whatever the file on disk says now. Each source is (channel, the file's path under
+        ``root`` (its name and the label in errors), its bytes); the same checks apply.
+        """
+        loader = _Loader(root, frozenset(variables))
+        for channel, path, data in sources:
+            loader.add(channel, path, data)
         return cls(root, loader.finish())
 
     def has(self, channel: ChannelKind, name: str, locale: str) -> bool:
@@ -247,7 +268,8 @@ class _Loader:
         # (channel, name, locale) -> part -> (path, bytes, front matter, template)
         self.parts: dict[Key, dict[str, tuple[Path, bytes, FrontMatter, Template]]] = {}
 
-    def add(self, channel: ChannelKind, path: Path) -> None:
+    def add(self, channel: ChannelKind, path: Path, data: bytes | None = None) -> None:
+        """Check and compile one file: read from ``path``, or ``data`` when given."""
         file = str(path)
         match = _FILE_NAME.match(path.name)
         if match is None:
@@ -264,7 +286,8 @@ class _Loader:
         except ValueError as exc:
             raise TemplateError(f"{file}: {exc}") from None
         try:
-            data = path.read_bytes()
+            if data is None:
+                data = path.read_bytes()
             text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise TemplateError(f"{file}: cannot read as UTF-8: {exc}") from exc
@@ -358,7 +381,13 @@ class _Loader:
             finish = normalise_text if channel is ChannelKind.SMS else _strip_edges
             compiled[key] = _Compiled(
                 info=TemplateInfo(
-                    channel, name, locale, front, (path,), hashlib.sha256(data).hexdigest()
+                    channel,
+                    name,
+                    locale,
+                    front,
+                    (path,),
+                    hashlib.sha256(data).hexdigest(),
+                    (data.decode("utf-8"),),
                 ),
                 body=_Part(str(path), template, finish),
                 html=None,
@@ -398,6 +427,7 @@ class _Loader:
                 front,
                 (text_path, html_path),
                 hashlib.sha256(text_bytes + html_bytes).hexdigest(),
+                (text_bytes.decode("utf-8"), html_bytes.decode("utf-8")),
             ),
             body=_Part(str(text_path), text_template, normalise_text),
             html=_Part(str(html_path), html_template, _strip_edges),

@@ -142,7 +142,7 @@ def test_preview_sms_prints_the_text_and_its_cost(config: Path) -> None:
     assert result.stdout.rstrip().endswith("Reply STOP to opt out.")
     assert "SMS: GSM-7, " in result.stderr
     assert "2 segment(s) (limit 3)" in result.stderr
-    assert "version 1.0.0 (approved)" in result.stderr
+    assert "version 1.0.0 (catalog: unknown, no database (dispatcher init))" in result.stderr
     chinese = invoke("preview", "sms", "early_day1", "--locale", "zh-CN")
     assert chinese.exit_code == 0, chinese.output
     assert "SMS: UCS-2, " in chinese.stderr
@@ -183,6 +183,10 @@ def test_preview_of_a_real_account(config: Path, tmp_path: Path) -> None:
     assert "Hi Zoë," in result.stdout
     assert "9 days past due" in result.stdout
     assert "account ACC-7" in result.stderr
+    assert "(catalog: not registered: templates sync --as NAME)" in result.stderr
+    wired.catalog.bootstrap(NOW)
+    again = invoke("preview", "sms", "early_day7", "--account", "ACC-7", "--now", NOW.isoformat())
+    assert "version 1.0.0 (catalog: approved)" in again.stderr
 
 
 def test_preview_errors_are_dispatcher_errors(config: Path) -> None:

@@ -48,18 +48,31 @@ def test_a_broken_template_on_reload_is_refused_and_the_old_one_stays_in_force(
     assert "nosuchfilter" not in str(queued["body"])
 
 
-def test_a_good_change_on_reload_is_used_by_the_next_plan(app: App, tmp_path: Path) -> None:
+def test_a_good_change_on_reload_is_a_draft_and_is_sent_only_once_approved(
+    app: App, tmp_path: Path
+) -> None:
+    """HR-12: editing a file (and reloading) changes nothing sent; a second person's
+    approval does, from the next plan on, without another reload."""
     app, templates = with_own_templates(app, tmp_path)
     load(app, tmp_path, [row("A-1", days_ago(1))])
     svc = service(app)
     sms = templates / "sms" / "early_day1.en-US.txt.j2"
     text = sms.read_text(encoding="utf-8")
-    assert "Acme" in text or "{{" in text
+    assert "{{" in text
     sms.write_text(text.replace("{{", "Revised wording. {{", 1), encoding="utf-8")
     assert svc.reload() is True
+    [draft] = app.catalog.sync(NOW, "ann").drafted
     asyncio.run(svc.plan())
-    [queued] = messages(app, channel="sms")
-    assert "Revised wording." in str(queued["body"])
+    [first] = messages(app, channel="sms")
+    assert "Revised wording." not in str(first["body"])
+    assert first["template_version"] != draft.sha256
+
+    app.catalog.approve(draft.key, draft.sha256[:8], approver="bob", now=NOW)
+    load(app, tmp_path, [row("A-2", days_ago(1))], name="b.csv")
+    asyncio.run(svc.plan())  # the same instance: it holds the planning lock
+    [second] = [m for m in messages(app, channel="sms") if m["account_id"] == "A-2"]
+    assert "Revised wording." in str(second["body"])
+    assert second["template_version"] == second["template_sha256"] == draft.sha256
 
 
 def test_each_plan_is_recorded_as_a_run_that_readiness_reads(app: App, tmp_path: Path) -> None:
