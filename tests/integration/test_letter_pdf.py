@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import typst
 from pypdf import PdfReader
+from pypdf.generic import DictionaryObject
 
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import TemplateError
@@ -157,3 +158,38 @@ def test_letters_cannot_read_files() -> None:
 def test_package_imports_are_refused_before_any_download() -> None:
     with pytest.raises(TemplateError, match="compile offline"):
         compile_pdf('#import "@preview/cetz:0.3.0": canvas\nHi')
+
+
+def fonts_of(pdf: bytes) -> list[DictionaryObject]:
+    """Every font dictionary a page uses, Type0 fonts by their descendant CID fonts."""
+    found: list[DictionaryObject] = []
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        resources = page["/Resources"].get_object()
+        for ref in resources.get("/Font", DictionaryObject()).get_object().values():
+            font = ref.get_object()
+            if font["/Subtype"] == "/Type0":
+                found += [d.get_object() for d in font["/DescendantFonts"]]
+            else:
+                found.append(font)
+    return found
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+def test_letters_are_pdf_a_2b_with_every_font_embedded(
+    templates: TemplateSet, locale: str
+) -> None:
+    pdf = compile_pdf(letter(templates, "pre_legal_day1", locale))
+    reader = PdfReader(io.BytesIO(pdf))
+    xmp = reader.xmp_metadata
+    assert xmp is not None, "PDF/A needs XMP metadata on the catalog"
+    xml = xmp.stream.get_data().decode("utf-8")
+    # ISO 19005-2 part 2, conformance level B, declared in the pdfaid schema.
+    assert re.search(r"pdfaid:part(?:>|=\")2", xml), xml[:400]
+    assert re.search(r"pdfaid:conformance(?:>|=\")B", xml), xml[:400]
+    assert "/OutputIntents" in reader.trailer["/Root"]
+    fonts = fonts_of(pdf)
+    assert fonts
+    for font in fonts:
+        descriptor = font["/FontDescriptor"].get_object()
+        embedded = {"/FontFile", "/FontFile2", "/FontFile3"} & set(descriptor)
+        assert embedded, f"font {font.get('/BaseFont')} is not embedded"
