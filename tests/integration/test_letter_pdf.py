@@ -175,9 +175,7 @@ def fonts_of(pdf: bytes) -> list[DictionaryObject]:
 
 
 @pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
-def test_letters_are_pdf_a_2b_with_every_font_embedded(
-    templates: TemplateSet, locale: str
-) -> None:
+def test_letters_are_pdf_a_2b_with_every_font_embedded(templates: TemplateSet, locale: str) -> None:
     pdf = compile_pdf(letter(templates, "pre_legal_day1", locale))
     reader = PdfReader(io.BytesIO(pdf))
     xmp = reader.xmp_metadata
