@@ -180,11 +180,13 @@ class Sender:
         Letters a batch channel still keeps (staged for the print house) are not
         interrupted: they are handed over by :meth:`hand_over`.
         """
+        stale = self.store.stale_sending(now - self.lease)
         kept: set[str] = set()
-        for kind in self.channels.values():
-            if isinstance(kind, BatchChannel):
-                kept |= kind.pending()
-        for message_id, account_id, channel, attempts in self.store.stale_sending(now - self.lease):
+        if stale:
+            for kind in self.channels.values():
+                if isinstance(kind, BatchChannel):
+                    kept |= kind.pending()
+        for message_id, account_id, channel, attempts in stale:
             if message_id in kept:
                 continue
             error = "delivery interrupted: outcome unknown; check the provider before resending"

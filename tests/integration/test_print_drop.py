@@ -17,13 +17,14 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import select
 
-from dispatcher.bootstrap import App, bootstrap
-from dispatcher.channel import Outbound
+from dispatcher.bootstrap import App, bootstrap, file_channels
+from dispatcher.channel import BatchChannel, Outbound
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.channel.print_drop import MANIFEST_FIELDS, PrintDropSink
 from dispatcher.domain.message import WENT_OUT, MessageStatus
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import TransientDelivery
+from dispatcher.settings import PrintDropSettings, SinkSettings
 from dispatcher.store.sql import AUDIT
 from dispatcher.template import TemplateSet, compile_pdf
 from dispatcher.template.sample import sample_context
@@ -158,6 +159,7 @@ def run_limited(tmp_path: Path, limit: int, *, die: bool) -> subprocess.Complete
         from pathlib import Path
         from dispatcher.channel.print_drop import PrintDropSink
         from dispatcher.error import TransientDelivery
+from dispatcher.settings import PrintDropSettings, SinkSettings
         from dispatcher.template import compile_pdf
         if {die!r}:
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -321,3 +323,23 @@ def test_the_letter_pdf_in_the_batch_is_the_staged_one(tmp_path: Path) -> None:
     own = PdfReader(io.BytesIO(staged)).pages[0].extract_text()
     assert PdfReader(pdf).pages[0].extract_text() == own
     assert "Customer Number7" in own
+
+
+def test_settings_choose_the_print_drop_sink_and_its_mail_classes(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path).model_copy(
+        update={
+            "sinks": SinkSettings(directory=tmp_path / "sink", letter="print_drop"),
+            "print_drop": PrintDropSettings(
+                directory=tmp_path / "drop",
+                work_directory=tmp_path / "work",
+                mail_class_by_stage={"late": "certified_return_receipt"},
+            ),
+        }
+    )
+    channel = file_channels(settings)[ChannelKind.LETTER]
+    assert isinstance(channel, PrintDropSink)
+    assert isinstance(channel, BatchChannel)
+    assert channel.drop == tmp_path / "drop"
+    assert channel.mail_class_of("late") == "certified_return_receipt"
+    assert channel.mail_class_of("mid") == "first_class"
+    assert not isinstance(file_channels(settings_for(tmp_path))[ChannelKind.LETTER], BatchChannel)
