@@ -12,6 +12,7 @@ page, so memory grows by a few hundred bytes per letter, not by the letter.
 from __future__ import annotations
 
 import io
+from array import array
 from collections import deque
 from typing import Final, Protocol
 
@@ -46,8 +47,8 @@ class BatchPdfWriter:
         self._out = out
         self._position = 0
         # Byte offset of each object, indexed by object number (0 is the free-list head).
-        self._offsets: list[int] = [0, 0, 0]
-        self._kids: list[int] = []
+        self._offsets = array("q", [0, 0, 0])
+        self._kids = array("q")
         self._finished = False
         self._emit(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
 

@@ -76,9 +76,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durable(path: Path, data: bytes) -> None:
+def _write_durable(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
     """Write ``data`` to a temporary name beside ``path``, fsync it, rename it over ``path``
-    and fsync the directory: afterwards the whole file is there, or the old state is."""
+    and fsync the directory: afterwards the whole file is there, or the old state is.
+    ``sync_dir=False`` leaves the directory to a later write's fsync (same directory)."""
     tmp = path.with_name(f".{path.name}.part")
     try:
         with tmp.open("wb") as handle:
@@ -89,7 +90,8 @@ def _write_durable(path: Path, data: bytes) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync_dir:
+        _fsync_dir(path.parent)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -171,8 +173,9 @@ class PrintDropSink:
         path = self.staged / f"{_file_name(message.message_id)}.pdf"
         try:
             self.staged.mkdir(parents=True, exist_ok=True)
-            _write_durable(path, pdf)
-            # The record last: a letter is staged once its record exists.
+            # The record last: a letter is staged once its record exists (a PDF left alone
+            # by a crash is ignored). The record's directory fsync covers both renames.
+            _write_durable(path, pdf, sync_dir=False)
             _write_durable(path.with_suffix(".json"), json.dumps(record).encode())
         except OSError as exc:
             raise TransientDelivery(
