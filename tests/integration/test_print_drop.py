@@ -159,7 +159,6 @@ def run_limited(tmp_path: Path, limit: int, *, die: bool) -> subprocess.Complete
         from pathlib import Path
         from dispatcher.channel.print_drop import PrintDropSink
         from dispatcher.error import TransientDelivery
-from dispatcher.settings import PrintDropSettings, SinkSettings
         from dispatcher.template import compile_pdf
         if {die!r}:
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
