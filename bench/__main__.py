@@ -268,6 +268,7 @@ def _letter_step(step: str, count: int, directory: Path | None = None) -> dict[s
 def letters(count: int, repeat: int, batch: int) -> None:
     """One process per run and engine, one core each (the steps are single-threaded)."""
     rates: dict[str, list[float]] = {"typst": [], "weasyprint": []}
+    cpu: dict[str, list[float]] = {"typst": [], "weasyprint": []}
     try:
         import weasyprint  # noqa: F401
     except (ImportError, OSError) as exc:
@@ -277,10 +278,14 @@ def letters(count: int, repeat: int, batch: int) -> None:
         del rates["weasyprint"]
     for _ in range(repeat):
         for engine, found in rates.items():
-            found.append(_letter_step(engine, count)["per_s"])
+            step = _letter_step(engine, count)
+            found.append(step["per_s"])
+            cpu[engine].append(step["cpu_seconds"])
     print(f"one-page letter rendered and compiled {count} times, {repeat} runs, one core:")
     for engine, found in rates.items():
         print(f"  {engine:<10}  letters/s  {_spread(found)}")
+        per_cpu = [count / c for c in cpu[engine]]
+        print(f"  {engine:<10}  letters per CPU second  {_spread(per_cpu)}")
     if "weasyprint" in rates:
         ratio = statistics.median(rates["typst"]) / statistics.median(rates["weasyprint"])
         print(f"  ratio (median typst / median weasyprint): {ratio:.1f}x")
