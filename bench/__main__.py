@@ -1,4 +1,8 @@
-"""``python -m bench plan --accounts 100000 --repeat 3`` (or ``./dev bench plan ...``)."""
+"""``python -m bench plan --accounts 100000 --repeat 3`` (or ``./dev bench plan ...``).
+
+``python -m bench letters --count 200 --repeat 3 --batch 10000``: letters per second
+through Typst (ours) and WeasyPrint (the ``bench`` extra), and a print batch's hand-over.
+"""
 
 from __future__ import annotations
 
@@ -343,6 +347,60 @@ def _add_history(url: str, rows: int) -> None:
         conn.execute("ANALYZE message")
 
 
+def _letter_step(step: str, count: int, directory: Path | None = None) -> dict[str, float]:
+    args = [sys.executable, "-m", "bench.letter", step, str(count)]
+    if directory is not None:
+        args.append(str(directory))
+    result = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f"bench: the letter {step} step failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def letters(count: int, repeat: int, batch: int) -> None:
+    """One process per run and engine, one core each (the steps are single-threaded)."""
+    rates: dict[str, list[float]] = {"typst": [], "weasyprint": []}
+    cpu: dict[str, list[float]] = {"typst": [], "weasyprint": []}
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError) as exc:
+        print(
+            f"weasyprint: not available ({exc}); install the bench extra: pip install -e '.[bench]'"
+        )
+        del rates["weasyprint"]
+    for _ in range(repeat):
+        for engine, found in rates.items():
+            step = _letter_step(engine, count)
+            found.append(step["per_s"])
+            cpu[engine].append(step["cpu_seconds"])
+    print(f"one-page letter rendered and compiled {count} times, {repeat} runs, one core:")
+    for engine, found in rates.items():
+        print(f"  {engine:<10}  letters/s  {_spread(found)}")
+        per_cpu = [count / c for c in cpu[engine]]
+        print(f"  {engine:<10}  letters per CPU second  {_spread(per_cpu)}")
+    if "weasyprint" in rates:
+        ratio = statistics.median(rates["typst"]) / statistics.median(rates["weasyprint"])
+        print(f"  ratio (median typst / median weasyprint): {ratio:.1f}x")
+    if batch:
+        with tempfile.TemporaryDirectory(prefix="bench-print-") as tmp:
+            staged = _letter_step("stage", batch, Path(tmp))
+            print(
+                f"print drop: {batch:,} letters staged (rendered, compiled, fsynced) in "
+                f"{staged['seconds']:.1f} s ({staged['per_s']:,.0f}/s), "
+                f"peak RSS {staged['peak_mb']:.0f} MB"
+            )
+            handed = _letter_step("hand_over", batch, Path(tmp))
+            print(
+                f"print drop: one batch of {batch:,} letters ({handed['pages']:,.0f} pages, "
+                f"{handed['batch_mb']:,.0f} MB PDF + manifest) handed over in "
+                f"{handed['seconds']:.1f} s, peak RSS {handed['peak_mb']:.0f} MB"
+            )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -362,8 +420,14 @@ def main() -> None:
     t.add_argument("--repeat", type=int, default=3)
     t.add_argument("--history", type=int, default=1_000_000, help="finished rows added first")
     t.add_argument("--database-url", help="a PostgreSQL superuser URL (default: start one)")
+    w = sub.add_parser("letters", help="letters/s: Typst vs WeasyPrint; a print batch")
+    w.add_argument("--count", type=int, default=200, help="letters per run and engine")
+    w.add_argument("--repeat", type=int, default=3)
+    w.add_argument("--batch", type=int, default=10_000, help="letters in the print batch (0: none)")
     args = parser.parse_args()
-    if args.what == "plan":
+    if args.what == "letters":
+        letters(args.count, args.repeat, args.batch)
+    elif args.what == "plan":
         plan(args.accounts, args.repeat)
     elif args.what == "send":
         workers = [int(n) for n in args.workers.split(",")]

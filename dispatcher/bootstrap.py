@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from dispatcher.channel import Channel
 from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
 from dispatcher.channel.memory import MemoryChannel
+from dispatcher.channel.print_drop import PrintDropSink
 from dispatcher.channel.smtp import SmtpEmailChannel, SmtpServer
 from dispatcher.channel.twilio_sms import TwilioSmsChannel, build_twilio_client
 from dispatcher.clock import SystemClock
@@ -95,11 +96,25 @@ def file_channels(settings: Settings) -> dict[ChannelKind, Channel]:
         sms = twilio_channel(settings)
     if sinks.email == "smtp":
         email = smtp_channel(settings)
+    letter: Channel = FileLetterSink(directory, compile_pdf)
+    if sinks.letter == "print_drop":
+        letter = print_drop_channel(settings)
     return {
         ChannelKind.SMS: sms,
         ChannelKind.EMAIL: email,
-        ChannelKind.LETTER: FileLetterSink(directory, compile_pdf),
+        ChannelKind.LETTER: letter,
     }
+
+
+def print_drop_channel(settings: Settings) -> PrintDropSink:
+    drop = settings.print_drop
+    return PrintDropSink(
+        drop.directory,
+        drop.work_directory,
+        compile_pdf,
+        mail_class=drop.mail_class,
+        mail_class_by_stage=drop.mail_class_by_stage,
+    )
 
 
 def twilio_channel(settings: Settings) -> TwilioSmsChannel:

@@ -85,6 +85,7 @@ class Outcome(StrEnum):
     """
 
     SENT = "sent"  # handed to the provider
+    HANDED_TO_PRINT = "handed_to_print"  # letter: its print batch is in the drop folder
     RETRY = "retry"  # transient failure; queued again with a backoff
     FAILED = "failed"  # permanent failure, or attempts exhausted
     HELD = "held"  # a hold found at the last moment

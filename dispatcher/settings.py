@@ -46,11 +46,12 @@ class CreditorSettings(_Section):
 
 class SinkSettings(_Section):
     """Where each channel delivers. ``file`` writes to ``directory`` (demo, dev, tests);
-    ``twilio`` and ``smtp`` reach customers (see ``[twilio]`` and ``[smtp]``)."""
+    ``twilio``, ``smtp`` and ``print_drop`` reach customers (see ``[twilio]``, ``[smtp]``
+    and ``[print_drop]``)."""
 
     sms: Literal["file", "twilio"] = "file"
     email: Literal["file", "smtp"] = "file"
-    letter: Literal["file"] = "file"
+    letter: Literal["file", "print_drop"] = "file"
     directory: Path = Path("var/sink")
 
 
@@ -94,6 +95,28 @@ class TwilioSettings(_Section):
     # "https://dispatcher.example"): what Twilio signs, which behind a proxy is not what
     # the request says. Empty: the scheme and host of status_callback_url.
     webhook_base_url: str = ""
+
+
+MailClass = Literal[
+    "first_class", "certified", "certified_return_receipt", "registered", "standard"
+]
+"""Postal services a print house offers; each batch holds letters of one mail class."""
+
+
+class PrintDropSettings(_Section):
+    """The print house's drop folder, used when ``sinks.letter = "print_drop"``.
+
+    ``directory`` is the folder the print house collects from (never created by us: a
+    missing mount must not become a local folder nobody reads); ``work_directory`` is
+    ours (staged letters, open batches, the archive of handed-over letters). Letters go
+    by ``mail_class`` unless their stage is in ``mail_class_by_stage``: the formal final
+    notice (``pre_legal``) goes certified, so its posting can be proven.
+    """
+
+    directory: Path = Path("var/print-drop")
+    work_directory: Path = Path("var/print")
+    mail_class: MailClass = "first_class"
+    mail_class_by_stage: dict[str, MailClass] = {"pre_legal": "certified"}
 
 
 class PlanSettings(_Section):
@@ -210,6 +233,7 @@ class Settings(BaseSettings):
     sinks: SinkSettings = SinkSettings()
     smtp: SmtpSettings = SmtpSettings()
     twilio: TwilioSettings = TwilioSettings()
+    print_drop: PrintDropSettings = PrintDropSettings()
     plan: PlanSettings = PlanSettings()
     send: SendSettings = SendSettings()
     serve: ServeSettings = ServeSettings()
@@ -245,6 +269,12 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ "
+            + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items())
+            + " }"
+        )
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

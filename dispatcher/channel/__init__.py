@@ -8,8 +8,8 @@ provider exception.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from dispatcher.domain.strategy import ChannelKind
 
@@ -31,6 +31,8 @@ class Outbound:
     # provider may keep trying; past it the message must be dropped, not delivered late.
     # Set by the sender for SMS just before ``deliver``; channels that can, pass it on.
     valid_for: timedelta | None = None
+    stage: str = ""
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +41,59 @@ class Receipt:
 
     provider_message_id: str
     artifact_path: str | None = None
+    # True: the channel keeps the message durably and hands it over later, in a batch
+    # (a BatchChannel); the message stays ``sending`` until the channel reports it handed.
+    deferred: bool = False
 
 
 class Channel(Protocol):
     async def deliver(self, message: Outbound) -> Receipt:
         """Hand ``message`` over; raise TransientDelivery or PermanentDelivery on failure."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class HandedLetter:
+    """One letter of a handed-over print batch: where it starts in the batch and how
+    many pages it has, the SHA-256 of its own PDF and where that PDF is archived."""
+
+    message_id: str
+    account_id: str
+    attempt: int
+    first_page: int
+    pages: int
+    sha256: str
+    artifact_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A batch that is complete in the print house's drop folder."""
+
+    batch_id: str
+    stage: str
+    mail_class: str
+    letters: tuple[HandedLetter, ...]
+
+
+@runtime_checkable
+class BatchChannel(Protocol):
+    """A channel that keeps what it is given and hands it over in batches (print house).
+
+    ``deliver`` stores the message durably and returns a ``deferred`` receipt;
+    ``hand_over`` closes batches (including any left by a run that crashed) and raises
+    TransientDelivery when the destination cannot take them; ``handed`` lists batches
+    handed over but not yet acknowledged; ``acknowledge`` is called once the batch's
+    messages are recorded, so each is reported until recorded and then never again;
+    ``pending`` names the messages kept but not yet acknowledged.
+    """
+
+    async def deliver(self, message: Outbound) -> Receipt: ...
+
+    async def hand_over(self, now: datetime) -> None: ...
+
+    def handed(self) -> list[Handover]: ...
+
+    def acknowledge(self, batch_id: str) -> None: ...
+
+    def pending(self) -> set[str]: ...

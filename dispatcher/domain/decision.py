@@ -130,7 +130,7 @@ def plan_account(
         if (
             key.stage == stage.id
             and key.cycle == account.cycle
-            and row.status in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT)
+            and (row.status.went_out or row.status in (MessageStatus.QUEUED, MessageStatus.SENDING))
         ):
             done = next((s for s in stage.steps if s.id == key.step), None)
             current = latest.get(key.channel)

@@ -12,9 +12,11 @@ from dispatcher.domain.strategy import ChannelKind
 class MessageStatus(StrEnum):
     """Where a message is in its life.
 
-    held → queued → sending → sent; sending → queued (transient failure, retry later)
-    or failed (permanent, or attempts exhausted). held/queued → expired (stage left,
-    account cured, cycle ended) or cancelled. skipped: never sent because a later step on
+    held → queued → sending → sent (a letter for the print house: sending →
+    handed_to_print once its print batch is in the drop folder, docs/DELIVERY.md);
+    sending → queued (transient failure, retry later) or failed (permanent, or attempts
+    exhausted). held/queued → expired (stage left, account cured, cycle ended) or
+    cancelled. skipped: never sent because a later step on
     the same channel superseded it. Every status is kept; nothing is deleted.
     """
 
@@ -22,6 +24,7 @@ class MessageStatus(StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
     SENT = "sent"
+    HANDED_TO_PRINT = "handed_to_print"
     FAILED = "failed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
@@ -31,6 +34,16 @@ class MessageStatus(StrEnum):
     def pending(self) -> bool:
         """Still waiting to go out: the planner and sender may change it."""
         return self in (MessageStatus.HELD, MessageStatus.QUEUED)
+
+    @property
+    def went_out(self) -> bool:
+        """Handed over for good (to the provider, or to the print house): counts for caps,
+        supersedes older steps and is never sent again."""
+        return self in WENT_OUT
+
+
+WENT_OUT: tuple[MessageStatus, ...] = (MessageStatus.SENT, MessageStatus.HANDED_TO_PRINT)
+"""The statuses of a message that went out; cap and idempotency checks count these."""
 
 
 @dataclass(frozen=True, slots=True, order=True)

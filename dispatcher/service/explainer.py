@@ -14,7 +14,7 @@ from functools import partial
 from dispatcher.domain import validity
 from dispatcher.domain.account import Account
 from dispatcher.domain.decision import End, HoldBack, Queue, plan_account
-from dispatcher.domain.message import MessageKey, MessageStatus
+from dispatcher.domain.message import WENT_OUT, MessageKey, MessageStatus
 from dispatcher.domain.policy import RULE_BY_REASON, HoldReason
 from dispatcher.domain.staging import days_past_due
 from dispatcher.domain.strategy import Strategy
@@ -71,7 +71,7 @@ def explain(
     existing = store.existing_messages([account_id]).get(account_id, [])
     decisions = {d.key: d for d in plan_account(account, now, strategy, existing)}
     rows = {r["message_id"]: r for r in store.messages_of(account_id)}
-    counted = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.QUEUED)
+    counted = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED)
     ledger = ContactLedger(store.contacts([account], now - timing.lookback, counted))
     for step in stage.steps:
         due = stage.step_dpd(step)

@@ -36,7 +36,7 @@ def export_record(row: Mapping[Any, Any]) -> dict[str, object]:
     return record
 
 
-def _csv_safe(value: object) -> str:
+def csv_safe(value: object) -> str:
     """Neutralise spreadsheet formulas (CSV injection) in a cell we write."""
     text = "" if value is None else str(value)
     return f"'{text}" if text.startswith(_FORMULA_START) else text
@@ -56,6 +56,6 @@ def write_messages(
     writer.writerow(EXPORT_FIELDS)
     for row in rows:
         record = export_record(row)
-        writer.writerow([_csv_safe(record[name]) for name in EXPORT_FIELDS])
+        writer.writerow([csv_safe(record[name]) for name in EXPORT_FIELDS])
         count += 1
     return count

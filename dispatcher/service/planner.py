@@ -16,7 +16,7 @@ from functools import partial
 
 from dispatcher.domain.account import Account
 from dispatcher.domain.decision import Decision, End, EndReason, HoldBack, Queue, plan_account
-from dispatcher.domain.message import MessageKey, MessageStatus
+from dispatcher.domain.message import WENT_OUT, MessageKey, MessageStatus
 from dispatcher.domain.policy import Hold, HoldReason, hold_because
 from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.domain.window import Verdict
@@ -316,7 +316,7 @@ class Planner:
         return report
 
     def _contacts(self, accounts: list[Account], now: datetime) -> ContactLedger:
-        counted = (MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.QUEUED)
+        counted = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED)
         return ContactLedger(self.store.contacts(accounts, now - self.timing.lookback, counted))
 
     def _record(self, account: Account, decision: Decision, batch: _Batch) -> None:

@@ -9,6 +9,7 @@ is stored on the outbox row.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from dispatcher.channel import Channel, Outbound, Receipt
+from dispatcher.channel import BatchChannel, Channel, Handover, Outbound, Receipt
 from dispatcher.domain.account import Account
 from dispatcher.domain.cap import Contact
 from dispatcher.domain.decision import EndReason
@@ -34,6 +35,8 @@ from dispatcher.service.timing import ContactTiming
 from dispatcher.store.sql import AttemptRecord, AuditEntry, Claim, ClaimedMessage, SqlStore
 
 ACTOR = "system:sender"
+
+log = logging.getLogger(__name__)
 
 
 # Records an outcome that needs no delivery: (message_id, column values, audit records).
@@ -135,6 +138,8 @@ class Sender:
         """
         report = SendReport(now=now)
         self._pass = (now, time.monotonic())
+        # Batches a crashed run left behind go first, so none is taken for interrupted.
+        await self.hand_over(now, report)
         self.give_up_interrupted(now, report)
         gate = asyncio.Semaphore(self.concurrency)
         while not stop():
@@ -149,6 +154,7 @@ class Sender:
                 )
             finally:
                 written.flush()
+        await self.hand_over(now, report)
         for channel in self.channels.values():
             # Connection-holding channels (SMTP) close politely at the end of a run.
             close = getattr(channel, "close", None)
@@ -184,8 +190,18 @@ class Sender:
 
         Whether the provider got them is unknown; sending again could reach the customer
         twice (harassment), so a person decides, with the message in plain sight.
+        Letters a batch channel still keeps (staged for the print house) are not
+        interrupted: they are handed over by :meth:`hand_over`.
         """
-        for message_id, account_id, channel, attempts in self.store.stale_sending(now - self.lease):
+        stale = self.store.stale_sending(now - self.lease)
+        kept: set[str] = set()
+        if stale:
+            for kind in self.channels.values():
+                if isinstance(kind, BatchChannel):
+                    kept |= kind.pending()
+        for message_id, account_id, channel, attempts in stale:
+            if message_id in kept:
+                continue
             error = "delivery interrupted: outcome unknown; check the provider before resending"
             self.store.finish_send(
                 message_id,
@@ -207,6 +223,66 @@ class Sender:
                 ],
             )
             report.add(channel, "interrupted")
+
+    async def hand_over(self, now: datetime, report: SendReport) -> None:
+        """Let batch channels hand over what they keep, and record what they handed over.
+
+        A batch is recorded (``handed_to_print``) only once the channel reports it
+        complete at the destination, and acknowledged only after that, so a crash in
+        between reports it again and it is recorded once (already recorded messages are
+        skipped). A destination that cannot take it (TransientDelivery) is reported and
+        retried at the next run; nothing is marked.
+        """
+        for kind, channel in self.channels.items():
+            if not isinstance(channel, BatchChannel):
+                continue
+            try:
+                await channel.hand_over(now)
+            except DeliveryError as exc:
+                report.error(kind.value, exc.code)
+                log.warning("%s hand-over failed, retried next run: %s", kind.value, exc)
+            for batch in channel.handed():
+                self._handed(kind, batch, now, report)
+                channel.acknowledge(batch.batch_id)
+
+    def _handed(
+        self, kind: ChannelKind, batch: Handover, now: datetime, report: SendReport
+    ) -> None:
+        records = [
+            AttemptRecord(
+                letter.message_id,
+                {
+                    "status": MessageStatus.HANDED_TO_PRINT.value,
+                    "attempts": letter.attempt,
+                    "sent_at": now,
+                    "provider_message_id": batch.batch_id,
+                    "artifact_path": letter.artifact_path,
+                    "last_error": None,
+                    "next_attempt_at": None,
+                    "updated_at": now,
+                },
+                (
+                    AuditEntry(
+                        event="message_handed_to_print",
+                        actor=ACTOR,
+                        at=now,
+                        account_id=letter.account_id,
+                        message_id=letter.message_id,
+                        detail={
+                            "batch_id": batch.batch_id,
+                            "mail_class": batch.mail_class,
+                            "first_page": letter.first_page,
+                            "pages": letter.pages,
+                            "sha256": letter.sha256,
+                            "attempt": letter.attempt,
+                        },
+                    ),
+                ),
+            )
+            for letter in batch.letters
+        ]
+        for _ in range(self.store.finish_handover(records)):
+            report.add(kind.value, MessageStatus.HANDED_TO_PRINT.value)
 
     async def _gated(
         self,
@@ -257,6 +333,8 @@ class Sender:
             subject=message.subject,
             body_html=message.body_html,
             locale=message.locale,
+            stage=message.stage,
+            attempt=attempt,
             unsubscribe_url=(
                 self.unsubscribe_url(message.account_id)
                 if self.unsubscribe_url and message.channel is ChannelKind.EMAIL
@@ -272,6 +350,21 @@ class Sender:
             return
         if message.due_at is not None:
             report.latency(message.channel.value, (now - message.due_at).total_seconds())
+        if receipt.deferred:
+            # Kept by a batch channel; stays ``sending`` until its batch is handed over.
+            settle(
+                message.message_id,
+                {"updated_at": now},
+                [
+                    self._audit(
+                        "message_staged",
+                        message,
+                        now,
+                        {"attempt": attempt, "artifact_path": receipt.artifact_path},
+                    )
+                ],
+            )
+            return
         self._record(
             message,
             now,

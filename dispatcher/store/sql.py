@@ -36,7 +36,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from dispatcher.domain.account import Account, AccountStatus, Flag, HoldRecord, PostalAddress
 from dispatcher.domain.decision import Existing
-from dispatcher.domain.message import MessageKey, MessageStatus
+from dispatcher.domain.message import WENT_OUT, MessageKey, MessageStatus
 from dispatcher.domain.money import from_minor
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import InputError, StoreError
@@ -747,7 +747,7 @@ class SqlStore:
                     conn,
                     list(accounts.values()),
                     counted_since,
-                    (MessageStatus.SENT, MessageStatus.SENDING),
+                    (*WENT_OUT, MessageStatus.SENDING),
                 )
                 if accounts
                 else []
@@ -808,6 +808,28 @@ class SqlStore:
                     ],
                 )
             self._audit(conn, [entry for o in outcomes for entry in o.audit])
+
+    def finish_handover(self, outcomes: Sequence[AttemptRecord]) -> int:
+        """Record messages handed over in a batch (print house); returns how many.
+
+        A batch is reported until it is acknowledged, so after a crash it can come
+        twice: messages already ``handed_to_print`` are skipped, audit records included.
+        """
+        done: set[str] = set()
+        ids = [o.message_id for o in outcomes]
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                done.update(
+                    conn.execute(
+                        select(MESSAGE.c.message_id).where(
+                            MESSAGE.c.message_id.in_(ids[start : start + 500]),
+                            MESSAGE.c.status == MessageStatus.HANDED_TO_PRINT.value,
+                        )
+                    ).scalars()
+                )
+        fresh = [o for o in outcomes if o.message_id not in done]
+        self.finish_sends(fresh)
+        return len(fresh)
 
     # -- service runs ---------------------------------------------------------------------
     def start_run(self, kind: str, instance: str, at: datetime) -> int:

@@ -35,6 +35,7 @@ VARIABLES: Final[frozenset[str]] = frozenset(
         "opt_out",
         "unsubscribe_link",
         "address_lines",
+        "country",
         "locale",
         "today",
     }
@@ -149,6 +150,8 @@ def build_context(
         "opt_out": creditor.opt_out_sms_for(account.locale),
         "unsubscribe_link": creditor.opt_out_email_url.format(account_id=quoted),
         "address_lines": account.address.lines() if account.address is not None else [],
+        # ISO 3166 alpha-2; letters choose their paper and envelope window by it.
+        "country": account.country or "",
         "locale": account.locale,
         "today": local_date(now, account.timezone),
     }

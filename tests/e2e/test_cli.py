@@ -387,3 +387,35 @@ def test_backup_is_a_working_copy_that_history_reads_after_a_restore(initialised
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout) == json.loads(before.stdout)
     assert json.loads(after.stdout)["messages"]
+
+
+def test_run_once_hands_letters_to_the_print_drop_folder(tmp_path: Path) -> None:
+    drop = tmp_path / "print-house"
+    drop.mkdir()
+    config = settings_file(
+        tmp_path,
+        f'[print_drop]\ndirectory = "{drop}"\nwork_directory = "{tmp_path / "print"}"\n',
+    )
+    config.write_text(config.read_text().replace("[sinks]\n", '[sinks]\nletter = "print_drop"\n'))
+    assert run(tmp_path, "init", config=config).returncode == 0
+    csv_path = write_csv(tmp_path / "accounts.csv", [row("A-2", days_ago(45))])
+    assert run(tmp_path, "import", "accounts", str(csv_path), config=config).returncode == 0
+    result = run(tmp_path, "run-once", "--now", NOW.isoformat(), "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    outcomes = {
+        (o["channel"], o["outcome"]): o["count"]
+        for o in json.loads(result.stdout)["send"]["outcomes"]
+    }
+    assert outcomes[("letter", "handed_to_print")] == 1
+    assert not (tmp_path / "sink" / "letter").exists()  # not the file sink
+    (manifest,) = drop.glob("*-mid-first_class.csv")
+    assert (drop / f"{manifest.name}.sha256").exists()
+    exported = run(tmp_path, "export", "messages", "--format", "jsonl", config=config)
+    (letter,) = [
+        r for r in map(json.loads, exported.stdout.splitlines()) if r["channel"] == "letter"
+    ]
+    assert letter["status"] == "handed_to_print"
+    assert letter["provider_message_id"] == manifest.stem
+    history = json.loads(run(tmp_path, "history", "A-2", "--json", config=config).stdout)
+    events = [a["event"] for a in history["audit"] if a["message_id"] == letter["message_id"]]
+    assert events[-2:] == ["message_staged", "message_handed_to_print"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import typst
 from pypdf import PdfReader
+from pypdf.generic import DictionaryObject
 
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import TemplateError
@@ -157,3 +158,95 @@ def test_letters_cannot_read_files() -> None:
 def test_package_imports_are_refused_before_any_download() -> None:
     with pytest.raises(TemplateError, match="compile offline"):
         compile_pdf('#import "@preview/cetz:0.3.0": canvas\nHi')
+
+
+def fonts_of(pdf: bytes) -> list[DictionaryObject]:
+    """Every font dictionary a page uses, Type0 fonts by their descendant CID fonts."""
+    found: list[DictionaryObject] = []
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        resources = page["/Resources"].get_object()
+        for ref in resources.get("/Font", DictionaryObject()).get_object().values():
+            font = ref.get_object()
+            if font["/Subtype"] == "/Type0":
+                found += [d.get_object() for d in font["/DescendantFonts"]]
+            else:
+                found.append(font)
+    return found
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+def test_letters_are_pdf_a_2b_with_every_font_embedded(templates: TemplateSet, locale: str) -> None:
+    pdf = compile_pdf(letter(templates, "pre_legal_day1", locale))
+    reader = PdfReader(io.BytesIO(pdf))
+    xmp = reader.xmp_metadata
+    assert xmp is not None, "PDF/A needs XMP metadata on the catalog"
+    xml = xmp.stream.get_data().decode("utf-8")
+    # ISO 19005-2 part 2, conformance level B, declared in the pdfaid schema.
+    assert re.search(r"pdfaid:part(?:>|=\")2", xml), xml[:400]
+    assert re.search(r"pdfaid:conformance(?:>|=\")B", xml), xml[:400]
+    assert "/OutputIntents" in reader.trailer["/Root"]
+    fonts = fonts_of(pdf)
+    assert fonts
+    for font in fonts:
+        descriptor = font["/FontDescriptor"].get_object()
+        embedded = {"/FontFile", "/FontFile2", "/FontFile3"} & set(descriptor)
+        assert embedded, f"font {font.get('/BaseFont')} is not embedded"
+
+
+def placed_text(pdf: bytes) -> list[tuple[str, float, float]]:
+    """(text, x, distance of its baseline from the top) on page 1, in points."""
+    page = PdfReader(io.BytesIO(pdf)).pages[0]
+    height = float(page.mediabox.height)
+    found: list[tuple[str, float, float]] = []
+
+    def visit(text: str, cm: list[float], tm: list[float], *_: object) -> None:
+        if text.strip():
+            x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+            y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+            found.append((text.strip(), x, height - y))
+
+    page.extract_text(visitor_text=visit)
+    return found
+
+
+MM = 72 / 25.4
+INCH = 72.0
+# (country, page size in points, window field: left, top, width, height in points)
+WINDOWS = [
+    # US Letter for a #10 window envelope: 1 in from the left, 2 1/8 to 3 1/8 in from the top.
+    ("US", (612.0, 792.0), (1 * INCH, 2.125 * INCH, 3.75 * INCH, 1 * INCH)),
+    # A4, DIN 5008 form B: 20 mm from the left, 45 mm from the top, 85 x 45 mm.
+    ("DE", (595.28, 841.89), (20 * MM, 45 * MM, 85 * MM, 45 * MM)),
+    ("CN", (595.28, 841.89), (20 * MM, 45 * MM, 85 * MM, 45 * MM)),
+]
+
+
+@pytest.mark.parametrize(("country", "size", "window"), WINDOWS)
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+def test_the_address_block_sits_in_the_envelope_window_for_the_country(
+    templates: TemplateSet,
+    locale: str,
+    country: str,
+    size: tuple[float, float],
+    window: tuple[float, float, float, float],
+) -> None:
+    name = "Margaret Thompson" if locale == "en-US" else "欧阳明华"
+    pdf = compile_pdf(letter(templates, "mid_day15", locale, country=country))
+    page = PdfReader(io.BytesIO(pdf)).pages[0]
+    assert (float(page.mediabox.width), float(page.mediabox.height)) == pytest.approx(size, abs=1)
+    left, top, width, height = window
+    placed = placed_text(pdf)
+    # The first time the name appears, top down, is the recipient line in the window; the
+    # address's last line (its postal code or country) must be inside the window too.
+    name_at = min((t for t in placed if name in t[0]), key=lambda t: t[2])
+    postal = "United States" if locale == "en-US" else "中国"
+    last_at = min((t for t in placed if postal in t[0] and t[2] > name_at[2]), key=lambda t: t[2])
+    for _text, x, y in (name_at, last_at):
+        assert left <= x <= left + width - 20 * MM, (x / MM, y / MM)
+        assert top + 2 * MM <= y <= top + height, (x / MM, y / MM)
+
+
+def test_a_letter_without_a_country_uses_a4_din_5008(templates: TemplateSet) -> None:
+    pdf = compile_pdf(letter(templates, "late_day1", "en-US", country=""))
+    page = PdfReader(io.BytesIO(pdf)).pages[0]
+    assert float(page.mediabox.height) == pytest.approx(841.89, abs=1)

@@ -17,7 +17,7 @@ from dispatcher.domain.decision import (
     Queue,
     plan_account,
 )
-from dispatcher.domain.message import MessageKey, MessageStatus
+from dispatcher.domain.message import WENT_OUT, MessageKey, MessageStatus
 from dispatcher.domain.policy import HoldReason
 from dispatcher.domain.strategy import ChannelKind
 from tests.factory import account, strategy
@@ -119,6 +119,19 @@ def test_later_step_supersedes_an_owed_earlier_one_on_the_same_channel() -> None
         ("queue", "early", "day7", "sms", False),
         ("queue", "early", "day1", "email", False),
     }
+
+
+@pytest.mark.parametrize("went_out", WENT_OUT)
+def test_a_later_step_that_went_out_supersedes_an_owed_earlier_one(
+    went_out: MessageStatus,
+) -> None:
+    # handed_to_print (a letter at the print house) counts as gone, exactly like sent.
+    rows = [
+        Existing(key("early", "day1"), MessageStatus.HELD, "dispute"),
+        Existing(key("early", "day7"), went_out),
+        Existing(key("early", "day1", EMAIL), went_out),
+    ]
+    assert plan(8, rows) == {("end", "early", "day1", "sms", "superseded")}
 
 
 def test_a_stage_left_is_not_replayed_and_its_pending_messages_expire() -> None:
