@@ -10,6 +10,7 @@ it and rolls back, so the chain can never fork.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, select, text, update
@@ -133,17 +134,8 @@ def _write(conn: Connection, seals: list[Seal]) -> None:
     )
 
 
+_FIELDS = tuple(f.name for f in fields(ChainRecord))
+
+
 def _record(row: Any) -> ChainRecord:
-    return ChainRecord(
-        id=row["id"],
-        at=row["at"],
-        event=row["event"],
-        actor=row["actor"],
-        account_id=row["account_id"],
-        message_id=row["message_id"],
-        detail=row["detail"],
-        seq=row["seq"],
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
-        detail_sha256=row["detail_sha256"],
-    )
+    return ChainRecord(**{name: row[name] for name in _FIELDS})
