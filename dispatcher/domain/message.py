@@ -15,7 +15,10 @@ class MessageStatus(StrEnum):
     held → queued → sending → sent; sending → queued (transient failure, retry later)
     or failed (permanent, or attempts exhausted). held/queued → expired (stage left,
     account cured, cycle ended) or cancelled. skipped: never sent because a later step on
-    the same channel superseded it. Every status is kept; nothing is deleted.
+    the same channel superseded it. sending → unknown: the provider may or may not have
+    it (a crash or a lost connection mid-hand-over on a channel that cannot be looked
+    up); a person decides (``dispatcher messages resolve``: → sent, or → queued to send
+    again). Every status is kept; nothing is deleted.
     """
 
     HELD = "held"
@@ -26,6 +29,7 @@ class MessageStatus(StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    UNKNOWN = "unknown"
 
     @property
     def pending(self) -> bool:
