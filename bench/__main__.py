@@ -263,7 +263,18 @@ def main() -> None:
     s.add_argument("--repeat", type=int, default=2)
     s.add_argument("--history", type=int, default=1_000_000, help="finished rows added first")
     s.add_argument("--database-url", help="a PostgreSQL superuser URL (default: start one)")
+    d = sub.add_parser("deliver", help="SMS and email hand-overs/s against loopback fakes")
+    d.add_argument("--messages", type=int, default=5000, help="per run, limits off")
+    d.add_argument("--repeat", type=int, default=3)
+    d.add_argument("--rate", type=float, default=50.0, help="the limit R (messages/s)")
+    d.add_argument("--seconds", type=float, default=60.0, help="window measured at R")
+    d.add_argument("--concurrency", type=int, default=8, help="as [send] concurrency")
     args = parser.parse_args()
+    if args.what == "deliver":
+        from bench.deliver import deliver
+
+        deliver(args.messages, args.repeat, args.rate, args.seconds, args.concurrency)
+        return
     if args.what == "plan":
         plan(args.accounts, args.repeat)
     elif args.what == "send":

@@ -10,8 +10,9 @@ bucket on the event loop's clock); this wrapper adds what it lacks:
 - a bucket per event loop: aiolimiter must not be shared across loops, and a CLI
   process or a test may run several loops one after the other with the same channel.
 
-The burst is one second's worth (at least one unit): a carrier's "per second" limit is
-met at every second, not only on average.
+The burst is one unit: units are spaced 1/rate apart, so no window of a second carries
+more than rate + 1 units (a burst of a second's worth would allow twice the rate in the
+first second, and carriers count per second, not on average).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from aiolimiter import AsyncLimiter
 
 
 class RateLimit:
-    """At most ``per_second`` units a second, over any window of a second or more."""
+    """``per_second`` units a second, spaced evenly (a burst of one unit)."""
 
     def __init__(self, per_second: float) -> None:
         if per_second <= 0:
             raise ValueError(f"a rate must be positive, not {per_second}")
         self.per_second = per_second
-        self.capacity = max(1.0, per_second)
+        self.capacity = 1.0
         self._limiter: AsyncLimiter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -54,9 +54,8 @@ def test_a_three_segment_sms_costs_three_seconds_on_a_long_code() -> None:
 def test_a_toll_free_number_sends_three_segments_a_second() -> None:
     times = on_fake_clock(take_all(RateLimit(3.0), [1] * 9))
 
-    # Three at once (one second's burst), then one every third of a second.
-    assert times[:3] == near([0, 0, 0])
-    assert times[3:] == near([1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2])
+    # One every third of a second, evenly: never a burst of a second's worth.
+    assert times == near([n / 3 for n in range(9)])
 
 
 def test_concurrent_takers_share_one_rate() -> None:
@@ -73,7 +72,7 @@ def test_concurrent_takers_share_one_rate() -> None:
 
     times = on_fake_clock(many())
 
-    assert times[-1] == near(4.0)  # 10 at 2/s with a burst of 2
+    assert times == near([n / 2 for n in range(10)])  # 10 at 2/s, one every half second
 
 
 def test_a_bucket_works_again_on_a_new_event_loop() -> None:
@@ -94,11 +93,12 @@ WEIGHTS = [1, 3, 1, 1, 2, 5, 1, 1, 1, 4, 2, 1, 3, 3, 1, 1, 1, 1, 2, 1] * 3
 
 
 # Rates whose wake-up times the fake clock (microsecond steps) represents exactly; with
-# some others (10/s) aiolimiter's next wake-up rounds to the current fake instant and the
+# some others (10/s, 100/s) aiolimiter's next wake-up rounds to the current fake instant and the
 # fake loop never moves on, which a real clock (always moving) does not suffer.
-@pytest.mark.parametrize("rate", [0.5, 1.0, 3.0, 100.0])
+@pytest.mark.parametrize("rate", [0.5, 1.0, 2.0, 3.0, 64.0])
 def test_no_window_of_a_second_or_more_carries_more_than_the_rate_allows(rate: float) -> None:
-    # Rates as configured: long code, toll-free, a pool, a short code; SMS of 1-5 segments.
+    # Rates as configured (long code 1, toll-free 3, a pool); SMS of 1-5 segments. The
+    # short code's 100/s is measured on the real clock by `python -m bench deliver`.
     bucket = RateLimit(rate)
     times = on_fake_clock(take_all(bucket, [float(w) for w in WEIGHTS]))
 
