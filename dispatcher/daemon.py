@@ -141,8 +141,8 @@ class Service:
             pending.add(self._plan_task)
         _done, late = await asyncio.wait(pending, timeout=self.settings.grace_seconds)
         for task in late:
-            # Messages cut off mid-delivery stay `sending`: housekeeping reports them as of
-            # unknown outcome after the lease, they are never resent blindly.
+            # Messages cut off mid-delivery stay `sending`: after the lease housekeeping
+            # reconciles them with the provider; they are never resent blindly.
             log.warning("shutdown_grace_exceeded", task=_name(task))
             task.cancel()
         for task in late:

@@ -900,10 +900,16 @@ class SqlStore:
     def provider_ids_to(self, recipient: str, excluding: str) -> frozenset[str]:
         """Provider ids recorded for other messages to ``recipient``: a lookup at the
         provider must not take one of those for the message it is looking for."""
+        # Through the accounts with that phone or email (both indexed), not a scan of the
+        # outbox by recipient.
+        owners = select(ACCOUNT.c.account_id).where(
+            or_(ACCOUNT.c.phone == recipient, ACCOUNT.c.email == recipient)
+        )
         with self.engine.connect() as conn:
             return frozenset(
                 conn.execute(
                     select(MESSAGE.c.provider_message_id).where(
+                        MESSAGE.c.account_id.in_(owners),
                         MESSAGE.c.recipient == recipient,
                         MESSAGE.c.message_id != excluding,
                         MESSAGE.c.provider_message_id.is_not(None),

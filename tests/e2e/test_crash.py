@@ -263,3 +263,46 @@ def test_an_sms_outage_backs_off_then_every_message_goes_once_in_order_in_the_wi
     for r in rows:
         sent = datetime.fromisoformat(r["sent_at"]).replace(tzinfo=UTC).astimezone(new_york)
         assert 8 <= sent.hour < 21  # inside the FDCPA contact window
+
+
+def test_a_person_resolves_an_unknown_message_from_the_command_line(
+    tmp_path: Path, twilio: FakeTwilio, smtp: Recorder
+) -> None:
+    settings = config(tmp_path, twilio, smtp)
+    prepare(tmp_path, settings, sms=2, email_only=0, with_letter=0)
+    first, second = (r["message_id"] for r in outbox(tmp_path))
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        db.execute("UPDATE message SET status = 'unknown', last_error = 'lost'")
+
+    def resolve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dispatcher", "messages", "resolve", *args],
+            cwd=tmp_path,
+            env=environment(settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    sent = resolve(first, "--as", "sent", "--note", "in Twilio's log", "--now", NOW.isoformat())
+    again = resolve(second, "--as", "resend", "--note", "not at Twilio", "--now", NOW.isoformat())
+    twice = resolve(first, "--as", "resend", "--note", "changed my mind")
+    wrong = resolve(second, "--as", "maybe", "--note", "x")
+
+    assert sent.returncode == 0, sent.stderr
+    assert "recorded as sent" in sent.stdout
+    assert again.returncode == 0 and "queued to be sent again" in again.stdout
+    assert twice.returncode == 2 and "not unknown" in twice.stderr
+    assert wrong.returncode == 2 and "choose sent or resend" in wrong.stderr
+    statuses = {r["message_id"]: r["status"] for r in outbox(tmp_path)}
+    assert statuses == {first: "sent", second: "queued"}
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        audit = db.execute(
+            "SELECT message_id, actor, detail FROM audit WHERE event = 'message_resolved'"
+        ).fetchall()
+    assert [(m, actor.startswith("cli:")) for m, actor, _ in audit] == [
+        (first, True),
+        (second, True),
+    ]
+    assert "in Twilio's log" in audit[0][2]
