@@ -535,6 +535,8 @@ class Sender:
             "attempts": attempt,
             "next_attempt_at": retry_at,
             "last_error": error,
+            # Not delivered: no hand-over stamp stays behind (it would read as "sent at").
+            "sent_at": None,
         }
         detail: dict[str, object] = {
             "attempt": attempt,

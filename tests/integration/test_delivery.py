@@ -360,3 +360,16 @@ def test_a_rate_limited_channel_claims_no_more_than_it_can_send_well_inside_the_
     sms.rate = RateLimit(0.1)  # type: ignore[attr-defined]
     # 0.1 a second over a tenth of 900 s: 9 messages a pass.
     assert sender.claim_size() == 9
+
+
+def test_a_failed_email_keeps_no_hand_over_stamp(
+    wired: App, tmp_path: Path, blind: BlindChannel
+) -> None:
+    load(wired, tmp_path, [row("A-1", days_ago(31), phone="")])
+    wired.planner().plan(NOW)
+    blind.inner.fail_next(PermanentDelivery("550 5.7.1 policy", code="smtp:550"))
+
+    send(wired)
+
+    message = only(wired, "email")
+    assert (message["status"], message["sent_at"]) == ("failed", None)

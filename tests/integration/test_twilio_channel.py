@@ -23,7 +23,7 @@ from dispatcher.error import (
     TransientDelivery,
     UncertainDelivery,
 )
-from dispatcher.settings import Settings, SinkSettings, TwilioSettings
+from dispatcher.settings import SendSettings, Settings, SinkSettings, TwilioSettings
 from tests.fake_twilio import FakeTwilio
 
 SID = "AC" + "0" * 32
@@ -350,3 +350,41 @@ def test_file_stays_the_default_sink(tmp_path: Path) -> None:
 
     assert type(channels[ChannelKind.SMS]).__name__ == "FileSmsSink"
     assert type(channels[ChannelKind.EMAIL]).__name__ == "FileEmailSink"
+
+
+def test_a_lease_not_well_above_the_timeout_is_a_config_error(tmp_path: Path) -> None:
+    # Reconciliation reads "not at Twilio" as "never arrived" only when no request of the
+    # interrupted worker can still be under way.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        sinks=SinkSettings(sms="twilio", directory=tmp_path / "sink"),
+        twilio=TwilioSettings(
+            account_sid=SID, auth_token=SecretStr(TOKEN), from_number="+15005550000"
+        ),
+        send=SendSettings(lease_seconds=30),
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        file_channels(settings)
+
+    assert caught.value.key == "send.lease_seconds"
+
+
+def test_the_segment_rate_is_built_from_settings(fake: FakeTwilio, tmp_path: Path) -> None:
+    settings = twilio_settings(
+        tmp_path,
+        account_sid=SID,
+        auth_token=TOKEN,
+        from_number="+15005550000",
+        base_url=fake.base_url,
+        segments_per_second=3,
+    )
+
+    channel = file_channels(settings)[ChannelKind.SMS]
+
+    assert isinstance(channel, TwilioSmsChannel)
+    assert channel.rate is not None and channel.rate.per_second == 3
+    unlimited = file_channels(
+        twilio_settings(tmp_path, account_sid=SID, auth_token=TOKEN, from_number="+15005550000")
+    )[ChannelKind.SMS]
+    assert isinstance(unlimited, TwilioSmsChannel) and unlimited.rate is None
