@@ -424,7 +424,18 @@ def main() -> None:
     w.add_argument("--count", type=int, default=200, help="letters per run and engine")
     w.add_argument("--repeat", type=int, default=3)
     w.add_argument("--batch", type=int, default=10_000, help="letters in the print batch (0: none)")
+    d = sub.add_parser("deliver", help="SMS and email hand-overs/s against loopback fakes")
+    d.add_argument("--messages", type=int, default=5000, help="per run, limits off")
+    d.add_argument("--repeat", type=int, default=3)
+    d.add_argument("--rate", type=float, default=50.0, help="the limit R (messages/s)")
+    d.add_argument("--seconds", type=float, default=60.0, help="window measured at R")
+    d.add_argument("--concurrency", type=int, default=8, help="as [send] concurrency")
     args = parser.parse_args()
+    if args.what == "deliver":
+        from bench.deliver import deliver
+
+        deliver(args.messages, args.repeat, args.rate, args.seconds, args.concurrency)
+        return
     if args.what == "letters":
         letters(args.count, args.repeat, args.batch)
     elif args.what == "plan":

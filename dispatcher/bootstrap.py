@@ -21,6 +21,7 @@ from dispatcher.channel import Channel
 from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.channel.print_drop import PrintDropSink
+from dispatcher.channel.rate import rate_limit
 from dispatcher.channel.smtp import SmtpEmailChannel, SmtpServer
 from dispatcher.channel.twilio_sms import TwilioSmsChannel, build_twilio_client
 from dispatcher.clock import SystemClock
@@ -126,6 +127,14 @@ def twilio_channel(settings: Settings) -> TwilioSmsChannel:
         raise ConfigError(where, "twilio.auth_token", "set DISPATCHER_TWILIO__AUTH_TOKEN")
     if not (tw.messaging_service_sid or tw.from_number):
         raise ConfigError(where, "twilio.messaging_service_sid", "set it or twilio.from_number")
+    if settings.send.lease_seconds <= 2 * tw.timeout_seconds:
+        # Reconciliation takes "not at Twilio" to mean "never arrived" only when no
+        # request of the interrupted worker can still be under way.
+        raise ConfigError(
+            where,
+            "send.lease_seconds",
+            f"must be more than twice twilio.timeout_seconds ({tw.timeout_seconds:g})",
+        )
     client = build_twilio_client(
         tw.account_sid, tw.auth_token, timeout_seconds=tw.timeout_seconds, base_url=tw.base_url
     )
@@ -134,6 +143,7 @@ def twilio_channel(settings: Settings) -> TwilioSmsChannel:
         messaging_service_sid=tw.messaging_service_sid,
         from_number=tw.from_number,
         status_callback_url=tw.status_callback_url,
+        rate=rate_limit(tw.segments_per_second),
     )
 
 
@@ -153,7 +163,10 @@ def smtp_channel(settings: Settings) -> SmtpEmailChannel:
         connect_attempts=smtp.connect_attempts,
     )
     return SmtpEmailChannel(
-        server, sender_name=settings.creditor.name, sender_address=settings.creditor.email
+        server,
+        sender_name=settings.creditor.name,
+        sender_address=settings.creditor.email,
+        rate=rate_limit(smtp.messages_per_second),
     )
 
 

@@ -57,6 +57,8 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(export_app, name="export")
 app.add_typer(hold_app, name="hold")
 app.add_typer(templates_app, name="templates")
+messages_app = typer.Typer(no_args_is_help=True, help="Settle messages by hand.")
+app.add_typer(messages_app, name="messages")
 
 out = Console()
 err = Console(stderr=True)
@@ -556,6 +558,35 @@ def hold_list(account_id: str, as_json: JsonOption = False) -> None:
             str(h["lifted_at"] or "")[:16],
         )
     out.print(table)
+
+
+@messages_app.command("resolve")
+def messages_resolve(
+    message_id: str,
+    as_: Annotated[
+        str,
+        typer.Option(
+            "--as", help="sent (the customer got it) or resend (it did not arrive: send again)."
+        ),
+    ],
+    note: Annotated[str, typer.Option(help="How you know: the provider's log, the customer.")],
+    now: NowOption = None,
+) -> None:
+    """Settle a message of unknown outcome (a crash or a lost connection mid-hand-over).
+
+    Nobody can tell by machine whether an SMTP server took it; a person checks the mail
+    server's log (or asks), then says so here. Audited with the note and who said it.
+    """
+    if as_ not in ("sent", "resend"):
+        raise InputError(f"--as {as_!r}: choose sent or resend")
+    if not note.strip():
+        raise InputError("--note must say how you know, it is kept in the audit log")
+    wired, at = _app(), _now(now)
+    account_id = wired.store.resolve_unknown(
+        message_id, sent=as_ == "sent", note=note, actor=_actor(), now=at
+    )
+    then = "recorded as sent" if as_ == "sent" else "queued to be sent again"
+    out.print(f"message {message_id} of {account_id} {then}", markup=False)
 
 
 def _plain(row: Mapping[Any, Any]) -> dict[str, object]:

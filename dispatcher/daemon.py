@@ -7,7 +7,9 @@ One process runs the schedule and the HTTP side on one asyncio loop:
   (:class:`~dispatcher.store.lock.PlanningLock`); a run missed during downtime is caught
   up once at start;
 - the send loop, continuously: claim what is due, deliver, record;
-- housekeeping every minute: sends abandoned by a dead process, holds past their end;
+- housekeeping every minute: sends abandoned by a dead process reconciled with the
+  provider (looked up: sent, or queued again; or ``unknown`` for a person), holds past
+  their end;
 - FastAPI under uvicorn: health, readiness, metrics (and later webhooks and pages).
 
 SIGTERM/SIGINT stop taking new work, let in-flight work finish within the grace period,
@@ -147,8 +149,8 @@ class Service:
             pending.add(self._plan_task)
         _done, late = await asyncio.wait(pending, timeout=self.settings.grace_seconds)
         for task in late:
-            # Messages cut off mid-delivery stay `sending`: housekeeping reports them as of
-            # unknown outcome after the lease, they are never resent blindly.
+            # Messages cut off mid-delivery stay `sending`: after the lease housekeeping
+            # reconciles them with the provider; they are never resent blindly.
             log.warning("shutdown_grace_exceeded", task=_name(task))
             task.cancel()
         for task in late:
@@ -236,11 +238,12 @@ class Service:
         log.info("plan_finished", run=run_id, status=status, **_plain(detail))
 
     async def housekeep(self) -> None:
-        """Sends abandoned by a dead process → failed with outcome unknown (never resent
-        blindly); timed holds past their end → closed and audited."""
+        """Sends abandoned by a dead process → reconciled: looked up at the provider (sent,
+        or queued again when it never got there), else ``unknown`` for a person (never
+        resent blindly); timed holds past their end → closed and audited."""
         now = self.clock.now()
         report = SendReport(now=now)
-        self.app.sender().give_up_interrupted(now, report)
+        await self.app.sender().reconcile(now, report)
         expired = self.app.store.expire_holds(now)
         self._observe(report)
         if report.total or expired:

@@ -92,6 +92,12 @@ class Outcome(StrEnum):
     DEFERRED = "deferred"  # outside the window or over a cap at the last moment; queued later
     EXPIRED = "expired"  # stage left, account cured or cycle ended since it was planned
     INTERRUPTED = "interrupted"  # left ``sending`` by a process that died; marked failed
+    # Reconciliation of interrupted sends (``reconciled:sent`` / ``reconciled:queued``):
+    # looked up at the provider and recorded sent, or queued again as it never got there.
+    RECONCILED = "reconciled"
+    RECONCILE_PENDING = "reconcile_pending"  # the provider could not be asked; next round
+    UNCONFIRMED = "unconfirmed"  # no answer from a provider that can be asked later
+    UNKNOWN = "unknown"  # may or may not have been delivered; a person decides
 
     @classmethod
     def of(cls, outcome: str) -> Outcome:

@@ -73,6 +73,9 @@ class SmtpSettings(_Section):
     # Connecting (and reconnecting after a dropped connection) is retried this many times,
     # a short backoff apart, before the message is handed back as a transient failure.
     connect_attempts: int = Field(default=3, ge=1, le=10)
+    # Messages a second this server accepts from us (e.g. Amazon SES sandbox: 1; a
+    # production SES account: its quota). 0: no limit of ours.
+    messages_per_second: float = Field(default=0.0, ge=0)
 
 
 class TwilioSettings(_Section):
@@ -88,6 +91,10 @@ class TwilioSettings(_Section):
     from_number: str = ""
     status_callback_url: str = ""
     timeout_seconds: float = Field(default=15.0, gt=0)
+    # Segments a second the sender (from_number or messaging service) may send, as the
+    # carriers count them: US long code 1, toll-free 3 (verified), short code 100. A
+    # messaging service with a pool of numbers: the pool's total. 0: no limit of ours.
+    segments_per_second: float = Field(default=0.0, ge=0)
     # Development and tests only: send the API calls to this base URL (e.g. a local fake)
     # instead of https://api.twilio.com. Production leaves it empty.
     base_url: str = ""

@@ -1,16 +1,27 @@
 """A Twilio-compatible HTTP server on loopback, for driving the official client in tests.
 
+Speaks the resource the SMS channel calls, ``/2010-04-01/Accounts/{sid}/Messages.json``:
+
+- ``POST`` creates a message: checks HTTP Basic auth (wrong credentials: 401 with Twilio
+  error 20003), records every request it received, answers 201 with a Twilio-shaped
+  Message resource, or, for numbers it was told about, Twilio's error body
+  (``{"code", "message", "more_info", "status"}``) with the chosen HTTP status, or a slow
+  answer (to exercise client timeouts);
+- ``GET`` lists messages, newest first, in Twilio's page shape (``messages`` plus
+  ``page``, ``page_size``, ``next_page_uri`` ...), filtered by ``To``, ``From`` and
+  ``DateSent`` / ``DateSent>`` / ``DateSent<`` (dates, UTC, as Twilio reads them; a
+  message still queued has no ``date_sent`` and is left out by a ``DateSent`` filter).
+
+Failure controls: ``errors`` (an error answer per number), ``delays`` (slow answers),
+``drop`` / ``drop_all`` (the message is created, then the connection is closed before the
+answer: the client cannot know it went), ``outage`` (every request answered 503, error
+20503, nothing created), ``unsent`` (created messages keep ``date_sent`` null).
+
 It also plays Twilio's side of the webhooks: :meth:`FakeTwilio.send_status` posts a
 status callback for a message it created, and :func:`post_signed` any signed form (an
 inbound SMS), signed the way Twilio signs (``X-Twilio-Signature``: HMAC-SHA1 of the
 public URL and the sorted form fields, keyed with the auth token; computed with the
 official ``RequestValidator``), to wherever the service really listens.
-
-Speaks the one resource the SMS channel calls, ``POST /2010-04-01/Accounts/{sid}/Messages.json``:
-checks HTTP Basic auth (wrong credentials: 401 with Twilio error 20003), records every
-request it received, answers 201 with a Twilio-shaped Message resource, or, for numbers it
-was told about, Twilio's error body (``{"code", "message", "more_info", "status"}``) with
-the chosen HTTP status, or a slow answer (to exercise client timeouts).
 """
 
 from __future__ import annotations
@@ -23,9 +34,11 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
@@ -51,10 +64,18 @@ class FakeTwilio:
     delays: dict[str, float] = field(default_factory=dict)
     # seconds to wait before answering any number not in ``delays``
     default_delay: float = 0.0
+    # recipient numbers whose message is created, then the connection dropped unanswered
+    drop: set[str] = field(default_factory=set)
+    drop_all: bool = False
+    # every request answered 503 (Twilio error 20503), nothing created
+    outage: bool = False
+    # created messages stay queued (no date_sent), as behind a rate-limited sender
+    unsent: bool = False
     received: list[Received] = field(default_factory=list)
     created: list[dict[str, Any]] = field(default_factory=list)
     # message SID -> the StatusCallback URL it was created with
     callbacks: dict[str, str] = field(default_factory=dict)
+    lookups: list[dict[str, str]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -75,7 +96,7 @@ class FakeTwilio:
                 fake._handle(self)
 
             def do_GET(self) -> None:
-                fake._reply(self, 404, {"code": 20404, "message": "not found", "status": 404})
+                fake._list(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -103,21 +124,65 @@ class FakeTwilio:
             password, self.auth_token
         )
 
-    def _handle(self, request: BaseHTTPRequestHandler) -> None:
-        match = MESSAGES.match(request.path)
+    def _refused(self, request: BaseHTTPRequestHandler, path: str) -> bool:
+        """Answer 404/401/403/503 when the request cannot go on; False when it can."""
+        match = MESSAGES.match(path)
         if match is None:
             self._reply(request, 404, _error(20404, "The requested resource was not found", 404))
-            return
-        length = int(request.headers.get("Content-Length") or 0)
-        raw = request.rfile.read(length).decode()
+            return True
         if not self._authorised(request.headers.get("Authorization")):
             self._reply(request, 401, _error(20003, "Authenticate", 401))
-            return
+            return True
         if match["sid"] != self.account_sid:
             self._reply(request, 403, _error(20003, "Resource not accessible", 403))
+            return True
+        if self.outage:
+            self._reply(request, 503, _error(20503, "Service Unavailable", 503))
+            return True
+        return False
+
+    def _list(self, request: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(request.path)
+        if self._refused(request, parts.path):
+            return
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        self.lookups.append(query)
+        found = [m for m in reversed(self.created) if _matches(m, query)]
+        size = int(query.get("PageSize", 50))
+        page = int(query.get("Page", 0))
+        chunk = [
+            {k: v for k, v in m.items() if k != "status_callback"}
+            for m in found[page * size : (page + 1) * size]
+        ]
+        base = parts.path
+
+        def uri(number: int) -> str:
+            return base + "?" + urlencode({**query, "Page": number, "PageSize": size})
+
+        more = (page + 1) * size < len(found)
+        self._reply(
+            request,
+            200,
+            {
+                "messages": chunk,
+                "page": page,
+                "page_size": size,
+                "start": page * size,
+                "end": page * size + max(len(chunk) - 1, 0),
+                "uri": uri(page),
+                "first_page_uri": uri(0),
+                "previous_page_uri": uri(page - 1) if page else None,
+                "next_page_uri": uri(page + 1) if more else None,
+            },
+        )
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length).decode()
+        if self._refused(request, request.path):
             return
         form = {key: values[-1] for key, values in parse_qs(raw).items()}
-        self.received.append(Received(account_sid=match["sid"], form=form))
+        self.received.append(Received(account_sid=self.account_sid, form=form))
         to = form.get("To", "")
         delay = self.delays.get(to, self.default_delay)
         if delay:
@@ -133,11 +198,14 @@ class FakeTwilio:
             self._reply(request, status, _error(code, f"error {code} for {to}", status))
             return
         sid = "SM" + secrets.token_hex(16)
+        created = format_datetime(datetime.now(UTC).replace(microsecond=0), usegmt=True)
         resource = {
             "account_sid": self.account_sid,
             "api_version": "2010-04-01",
             "body": form["Body"],
-            "date_created": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+            "date_created": created,
+            "date_sent": None if self.unsent else created,
+            "date_updated": created,
             "direction": "outbound-api",
             "error_code": None,
             "error_message": None,
@@ -152,8 +220,17 @@ class FakeTwilio:
         }
         if "StatusCallback" in form:
             self.callbacks[sid] = form["StatusCallback"]
-        self.created.append(resource)
+        self.created.append({**resource, "status_callback": form.get("StatusCallback")})
+        if self.drop_all or to in self.drop:
+            # Created, but the answer never comes: the connection goes down first.
+            request.close_connection = True
+            request.connection.shutdown(2)
+            return
         self._reply(request, 201, resource)
+
+    def created_for(self, message_id: str) -> list[dict[str, Any]]:
+        """Messages created whose status callback names ``message_id`` (``?mid=``)."""
+        return [m for m in self.created if (m["status_callback"] or "").endswith(f"={message_id}")]
 
     def send_status(
         self,
@@ -194,6 +271,32 @@ class FakeTwilio:
         request.send_header("Content-Length", str(len(body)))
         request.end_headers()
         request.wfile.write(body)
+
+
+def _sent_on(resource: dict[str, Any]) -> date | None:
+    sent = resource.get("date_sent")
+    if not sent:
+        return None
+    return datetime.strptime(sent, "%a, %d %b %Y %H:%M:%S %Z").date()
+
+
+def _matches(resource: dict[str, Any], query: dict[str, str]) -> bool:
+    """Twilio's list filters: To, From and DateSent (=, > meaning on or after, < meaning
+    on or before; compared by UTC date, the time of day is ignored)."""
+    if "To" in query and resource["to"] != query["To"]:
+        return False
+    if "From" in query and resource["from"] != query["From"]:
+        return False
+    for key, test in (
+        ("DateSent", lambda d, q: d == q),
+        ("DateSent>", lambda d, q: d >= q),
+        ("DateSent<", lambda d, q: d <= q),
+    ):
+        if key in query:
+            on = _sent_on(resource)
+            if on is None or not test(on, date.fromisoformat(query[key][:10])):
+                return False
+    return True
 
 
 def _error(code: int, message: str, status: int) -> dict[str, Any]:

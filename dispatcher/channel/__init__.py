@@ -67,7 +67,7 @@ class HandedLetter:
 
 
 @dataclass(frozen=True, slots=True)
-class Handover:
+class PrintBatch:
     """A batch that is complete in the print house's drop folder."""
 
     batch_id: str
@@ -92,8 +92,59 @@ class BatchChannel(Protocol):
 
     async def hand_over(self, now: datetime) -> None: ...
 
-    def handed(self) -> list[Handover]: ...
+    def handed(self) -> list[PrintBatch]: ...
 
     def acknowledge(self, batch_id: str) -> None: ...
 
     def pending(self) -> set[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A message whose hand-over was interrupted (the process died, or no answer came):
+    what a lookup at the provider needs to find it."""
+
+    message_id: str
+    recipient: str
+    body: str
+    # When the message was claimed (marked ``sending``): the provider cannot have
+    # received it before then.
+    claimed_at: datetime
+    # Provider ids already recorded for other messages: a match among them is not ours.
+    known_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The provider has the message: it was handed over."""
+
+    provider_message_id: str
+    artifact_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """The provider has no such message: it never arrived, so sending it again is safe."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """The provider could not be asked (outage, timeout): try the lookup again later."""
+
+    reason: str
+
+
+Lookup = Found | NotFound | Unknown
+
+
+@runtime_checkable
+class Reconciler(Protocol):
+    """A channel that can tell whether an interrupted message reached its provider.
+
+    Channels that cannot (SMTP: a server keeps no list we can query) do not implement
+    it; their interrupted messages become ``unknown`` for a person to decide.
+    """
+
+    async def lookup(self, message: Handover) -> Lookup:
+        """Look ``message`` up at the provider; never raises for provider errors."""
+        ...

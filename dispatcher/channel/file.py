@@ -3,7 +3,9 @@
 Used by ``dispatcher demo``, development and tests; never what production sends with.
 SMS become ``.txt``, email ``.eml`` (a real MIME message any mail client opens), letters
 ``.pdf`` compiled from their Typst source. Files are written to a temporary name and
-renamed, so a reader never sees half a file.
+renamed, so a reader never sees half a file; that is also what makes every sink a
+:class:`~dispatcher.channel.Reconciler`: the file of a message is there exactly when it
+was delivered, so an interrupted hand-over is settled by looking for it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 from pathlib import Path
 
-from dispatcher.channel import Outbound, Receipt
+from dispatcher.channel import Found, Handover, Lookup, NotFound, Outbound, Receipt
 from dispatcher.error import PermanentDelivery, TemplateError, TransientDelivery
 
 
@@ -31,9 +34,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise TransientDelivery(f"cannot write {path}: {exc.strerror}") from exc
 
 
+def _found(path: Path, provider_message_id: str | None = None) -> Lookup:
+    if not path.exists():
+        return NotFound()
+    return Found(provider_message_id or f"file:{path.name}", artifact_path=str(path))
+
+
 class FileSmsSink:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    async def lookup(self, message: Handover) -> Lookup:
+        return _found(self.directory / "sms" / f"{message.message_id}.txt")
 
     async def deliver(self, message: Outbound) -> Receipt:
         path = self.directory / "sms" / f"{message.message_id}.txt"
@@ -77,6 +89,13 @@ class FileEmailSink:
         """Build the MIME message: text and HTML parts, our Message-ID, RFC 8058 headers."""
         return compose_email(message, sender=self.sender, domain=self.domain)
 
+    async def lookup(self, message: Handover) -> Lookup:
+        path = self.directory / "email" / f"{message.message_id}.eml"
+        if not path.exists():
+            return NotFound()
+        mail = message_from_bytes(path.read_bytes(), policy=policy.default)
+        return _found(path, str(mail["Message-ID"]))
+
     async def deliver(self, message: Outbound) -> Receipt:
         mail = self.compose(message)
         path = self.directory / "email" / f"{message.message_id}.eml"
@@ -90,6 +109,9 @@ class FileLetterSink:
     def __init__(self, directory: Path, compile_pdf: Callable[[str], bytes]) -> None:
         self.directory = directory
         self._compile = compile_pdf
+
+    async def lookup(self, message: Handover) -> Lookup:
+        return _found(self.directory / "letter" / f"{message.message_id}.pdf")
 
     async def deliver(self, message: Outbound) -> Receipt:
         try:

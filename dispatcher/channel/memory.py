@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from dispatcher.channel import Outbound, Receipt
+from dispatcher.channel import Found, Handover, Lookup, NotFound, Outbound, Receipt
 from dispatcher.error import DeliveryError
 
 
@@ -30,3 +30,10 @@ class MemoryChannel:
             raise self._failures.popleft()
         self.delivered.append(message)
         return Receipt(provider_message_id=f"mem-{len(self.delivered)}")
+
+    async def lookup(self, message: Handover) -> Lookup:
+        """Delivered messages are found by id (a Reconciler, like the real providers)."""
+        for number, delivered in enumerate(self.delivered, start=1):
+            if delivered.message_id == message.message_id:
+                return Found(provider_message_id=f"mem-{number}")
+        return NotFound()

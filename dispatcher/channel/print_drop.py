@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Final
 
-from dispatcher.channel import HandedLetter, Handover, Outbound, Receipt
+from dispatcher.channel import HandedLetter, Outbound, PrintBatch, Receipt
 from dispatcher.channel.batch_pdf import BatchPdfWriter
 from dispatcher.error import PermanentDelivery, TemplateError, TransientDelivery
 from dispatcher.service.export import csv_safe
@@ -386,9 +386,9 @@ class PrintDropSink:
         return letters, pdf.digest.hexdigest(), csv_digest.hexdigest()
 
     # -- reporting ------------------------------------------------------------------------
-    def handed(self) -> list[Handover]:
+    def handed(self) -> list[PrintBatch]:
         """Batches complete in the drop folder whose messages are not yet recorded."""
-        found: list[Handover] = []
+        found: list[PrintBatch] = []
         if not self.dropped.is_dir():
             return found
         for folder in sorted(self.dropped.iterdir()):
@@ -407,7 +407,7 @@ class PrintDropSink:
                 for letter in record["letters"]
             )
             found.append(
-                Handover(record["batch_id"], record["stage"], record["mail_class"], letters)
+                PrintBatch(record["batch_id"], record["stage"], record["mail_class"], letters)
             )
         return found
 

@@ -10,11 +10,16 @@ Error mapping, at this edge:
   over: :class:`~dispatcher.error.TransientDelivery` (``smtp:451``, ``smtp:connect``,
   ``smtp:timeout``); nothing reached the server, so retrying cannot send it twice;
 - a 5xx reply (e.g. ``550`` unknown recipient): :class:`~dispatcher.error.PermanentDelivery`
-  with the server's reply in the message (``smtp:550``);
+  with the server's reply in the message (``smtp:550``). A 550/551/553 refusal of the
+  *recipient* (RCPT), unless its enhanced status code says policy rather than address
+  (``5.7.x`` blocked, ``5.2.x`` mailbox full, ...), means the mailbox does not exist: the
+  error carries the ``invalid_email`` hold, so later email to that address is held;
 - the connection lost or timed out *after* the message body was sent but before the
   server answered: the server may or may not have taken it, so the outcome is unknown.
-  Resending could mail the customer twice, so it becomes PermanentDelivery with code
-  ``smtp:unknown`` for a person to check, never an automatic retry.
+  Resending could mail the customer twice, so it becomes
+  :class:`~dispatcher.error.UncertainDelivery` (code ``smtp:unknown``): the message goes
+  to status ``unknown`` for a person to check, never an automatic retry. An SMTP server
+  keeps no list we could look the message up in, so this channel is no Reconciler.
 
 The password is a :class:`~pydantic.SecretStr`; it is only unwrapped to log in and never
 appears in a message or a log line.
@@ -42,7 +47,8 @@ from tenacity import (
 
 from dispatcher.channel import Outbound, Receipt
 from dispatcher.channel.file import compose_email, sender_domain
-from dispatcher.error import DeliveryError, PermanentDelivery, TransientDelivery
+from dispatcher.channel.rate import RateLimit
+from dispatcher.error import DeliveryError, PermanentDelivery, TransientDelivery, UncertainDelivery
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +87,17 @@ class SmtpEmailChannel:
     :meth:`close` when the batch or the process ends.
     """
 
-    def __init__(self, server: SmtpServer, *, sender_name: str, sender_address: str) -> None:
+    def __init__(
+        self,
+        server: SmtpServer,
+        *,
+        sender_name: str,
+        sender_address: str,
+        rate: RateLimit | None = None,
+    ) -> None:
         self.server = server
+        # Messages a second through this server (e.g. SES sandbox: 1); None: no limit.
+        self.rate = rate
         self.sender_address = sender_address
         self.sender = formataddr((sender_name, sender_address))
         self.domain = sender_domain(sender_address)
@@ -99,6 +114,8 @@ class SmtpEmailChannel:
         message_id = str(mail["Message-ID"])
         self._bind_loop()
         data = bytes(mail)
+        if self.rate is not None:
+            await self.rate.take()
         async with self._lock:
             reused = self._smtp is not None and self._smtp.is_connected
             smtp = await self._connected()
@@ -203,11 +220,12 @@ class SmtpEmailChannel:
             await smtp.data(data)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(smtp)
-            raise _from_reply(exc.code, exc.message) from None
+            recipient_refused = isinstance(exc, aiosmtplib.SMTPRecipientRefused)
+            raise _from_reply(exc.code, exc.message, recipient=recipient_refused) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             self._drop(smtp)
             if handed_over:
-                raise PermanentDelivery(
+                raise UncertainDelivery(
                     f"SMTP connection to {self.server.host} lost after the message was sent "
                     f"({type(exc).__name__}); the server may have accepted it: check before "
                     "resending",
@@ -228,11 +246,33 @@ class SmtpEmailChannel:
             self._smtp = None
 
 
-def _from_reply(code: int, reply: str) -> DeliveryError:
+# Replies to RCPT that say the mailbox does not exist (RFC 5321 §4.2.2 and §3.4).
+MAILBOX_GONE = frozenset({550, 551, 553})
+
+
+def _from_reply(code: int, reply: str, *, recipient: bool = False) -> DeliveryError:
     text = f"SMTP server replied {code} {reply}".strip()
     if 500 <= code < 600:
-        return PermanentDelivery(text, code=f"smtp:{code}")
+        hold = "invalid_email" if recipient and mailbox_gone(code, reply) else None
+        return PermanentDelivery(text, code=f"smtp:{code}", hold=hold)
     return TransientDelivery(text, code=f"smtp:{code}")
+
+
+def mailbox_gone(code: int, reply: str) -> bool:
+    """Whether a permanent refusal of the recipient means the address does not exist.
+
+    550/551/553 to RCPT do, unless the reply's enhanced status code (RFC 3463) names
+    another cause: only ``5.1.x`` (addressing) counts then; ``5.7.1`` (policy, a block
+    list) or ``5.2.2`` (mailbox full) are about this message or our server, not the
+    address, and must not hold the customer's email for good (house rule HR-3).
+    """
+    if code not in MAILBOX_GONE:
+        return False
+    enhanced = reply.split(maxsplit=1)[0] if reply else ""
+    parts = enhanced.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return parts[0] == "5" and parts[1] == "1"
+    return True
 
 
 def _transient_from(exc: BaseException) -> TransientDelivery:

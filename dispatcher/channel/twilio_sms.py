@@ -8,15 +8,28 @@ rather than deliver it after the customer's contact window (rule ``sms.validity.
 Error mapping, at this edge (Twilio error codes: https://www.twilio.com/docs/api/errors):
 
 ============================================  ============================================
-21211 invalid ``To``, 21614 not a mobile      PermanentDelivery ``twilio:21211`` / ``21614``
-21610 recipient replied STOP                  PermanentDelivery ``twilio:21610``
+21211 invalid ``To``, 21614 not a mobile      PermanentDelivery ``twilio:21211`` / ``21614``,
+                                              hold ``invalid_phone``
+21610 recipient replied STOP                  PermanentDelivery ``twilio:21610``,
+                                              hold ``opted_out_sms``
 20429 / HTTP 429 too many requests            TransientDelivery ``twilio:20429``
 HTTP 5xx                                      TransientDelivery ``twilio:<code>``
 20003 / HTTP 401, 403 (credentials)           TransientDelivery (fixable by ops; then it goes)
 any other 4xx                                 PermanentDelivery ``twilio:<code>``
-timeout                                       TransientDelivery ``twilio:timeout``
-connection refused / reset                    TransientDelivery ``twilio:connection``
+no connection, connect timeout                TransientDelivery ``twilio:connection`` /
+                                              ``twilio:timeout`` (nothing was sent)
+no answer after the request went out          UncertainDelivery ``twilio:timeout`` /
+(read timeout, connection lost)               ``twilio:connection`` (looked up later)
 ============================================  ============================================
+
+Reconciliation (:meth:`TwilioSmsChannel.lookup`): a message whose hand-over was
+interrupted is looked for in the account's Messages list, filtered by ``To``; a message
+created after our claim, with our text, whose SID no other message of ours holds, is
+ours. Twilio echoes no field of ours in a Message resource (the status callback URL,
+which carries ``?mid=<message_id>`` for the webhooks, is not part of it), so the match is
+by recipient, time and text. ``DateSent`` is not used as a filter: a message Twilio
+accepted but still holds in its queue (a rate-limited sender) has no ``date_sent`` yet,
+and must be found all the same.
 
 The auth token is a :class:`~pydantic.SecretStr`, unwrapped only to build the client.
 The client's own HTTP logging (which prints request and response bodies, i.e. phone
@@ -27,24 +40,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+import time
+import unicodedata
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
-from requests.exceptions import Timeout  # type: ignore[import-untyped,unused-ignore]
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import (  # type: ignore[import-untyped,unused-ignore]
+    ConnectTimeout,
+    Timeout,
+)
 from twilio.base.exceptions import (  # type: ignore[import-untyped]
+    TwilioException,
     TwilioRestException,
     TwilioServiceException,
 )
 from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
 from twilio.rest import Client  # type: ignore[import-untyped]
+from urllib3.exceptions import ConnectTimeoutError
 
-from dispatcher.channel import Outbound, Receipt
+from dispatcher.channel import Found, Handover, Lookup, NotFound, Outbound, Receipt, Unknown
+from dispatcher.channel.rate import RateLimit
 from dispatcher.domain.validity import PROVIDER_MAX, PROVIDER_MIN
-from dispatcher.error import DeliveryError, PermanentDelivery, TransientDelivery
+from dispatcher.error import (
+    DeliveryError,
+    PermanentDelivery,
+    TransientDelivery,
+    UncertainDelivery,
+)
+from dispatcher.sms import count_segments
 
-# Retrying cannot help: the number is invalid or cannot receive SMS.
+# Retrying cannot help: the number is invalid or cannot receive SMS (an invalid-phone
+# hold follows, so later steps are held instead of tried against Twilio again).
 PERMANENT_CODES = frozenset({21211, 21614})
 # The recipient opted out (replied STOP): never retry, an opt-out hold follows.
 UNSUBSCRIBED = 21610
@@ -91,6 +121,22 @@ def build_twilio_client(
     return Client(account_sid, auth_token.get_secret_value(), http_client=http)
 
 
+def _less_validity(message: Outbound, waited: timedelta) -> Outbound:
+    """The message after ``waited`` in the send-rate bucket: the sender counted its validity
+    up to the window's end from before the wait (rule sms.validity.window), so the wait
+    comes off it. Too little left to hand over is a transient failure: the sender's next
+    claim finds the window closed and defers the message to the next one."""
+    if message.valid_for is None or waited <= timedelta(0):
+        return message
+    left = message.valid_for - waited
+    if left < PROVIDER_MIN:
+        raise TransientDelivery(
+            "the contact window closed while the message waited for the send rate",
+            code="validity:window_closing",
+        )
+    return replace(message, valid_for=left)
+
+
 class TwilioSmsChannel:
     """Creates one Message resource per SMS; the SID is the receipt."""
 
@@ -101,6 +147,8 @@ class TwilioSmsChannel:
         messaging_service_sid: str = "",
         from_number: str = "",
         status_callback_url: str = "",
+        rate: RateLimit | None = None,
+        lookup_limit: int = 200,
     ) -> None:
         if not messaging_service_sid and not from_number:
             raise ValueError("Twilio needs a messaging_service_sid or a from_number")
@@ -108,6 +156,10 @@ class TwilioSmsChannel:
         self.messaging_service_sid = messaging_service_sid
         self.from_number = from_number
         self.status_callback_url = status_callback_url
+        # Segments a second for this sender (number or messaging service), as carriers
+        # count them; None: no limit of ours.
+        self.rate = rate
+        self.lookup_limit = lookup_limit
 
     def _request(self, message: Outbound) -> dict[str, str | int]:
         params: dict[str, str | int] = {"to": message.recipient, "body": message.body}
@@ -116,7 +168,9 @@ class TwilioSmsChannel:
         else:
             params["from_"] = self.from_number
         if self.status_callback_url:
-            params["status_callback"] = self.status_callback_url
+            params["status_callback"] = with_message_id(
+                self.status_callback_url, message.message_id
+            )
         if message.valid_for is not None:
             # Twilio drops what it could not deliver in this many seconds (error 30036)
             # instead of delivering it after the customer's contact window has closed.
@@ -128,19 +182,102 @@ class TwilioSmsChannel:
         return str(created.sid)
 
     async def deliver(self, message: Outbound) -> Receipt:
+        if self.rate is not None:
+            waiting = time.monotonic()
+            await self.rate.take(count_segments(message.body))
+            message = _less_validity(message, timedelta(seconds=time.monotonic() - waiting))
         try:
             sid = await asyncio.to_thread(self._create, self._request(message))
         except (TwilioRestException, TwilioServiceException) as exc:
             raise map_twilio_error(exc.status, exc.code, _reason(exc)) from None
-        except Timeout:
+        except ConnectTimeout:
             raise TransientDelivery(
-                "Twilio did not answer in time", code="twilio:timeout"
+                "Twilio could not be reached in time", code="twilio:timeout"
+            ) from None
+        except Timeout:
+            # The request went out; Twilio may have created the message before we gave up.
+            raise UncertainDelivery(
+                "Twilio did not answer in time; the message may have been accepted",
+                code="twilio:timeout",
             ) from None
         except OSError as exc:  # requests' ConnectionError and friends are OSErrors
-            raise TransientDelivery(
-                f"cannot reach Twilio: {type(exc).__name__}", code="twilio:connection"
+            if _before_sending(exc):
+                raise TransientDelivery(
+                    f"cannot reach Twilio: {type(exc).__name__}", code="twilio:connection"
+                ) from None
+            raise UncertainDelivery(
+                f"connection to Twilio lost before its answer ({type(exc).__name__}); "
+                "the message may have been accepted",
+                code="twilio:connection",
             ) from None
         return Receipt(provider_message_id=sid)
+
+    async def lookup(self, message: Handover) -> Lookup:
+        """Whether Twilio has ``message``: its SID if so (see the module's docstring)."""
+        try:
+            found = await asyncio.to_thread(self._find, message)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            return Unknown(f"Twilio lookup refused: HTTP {exc.status}, error {exc.code}")
+        except TwilioException as exc:  # a list page that did not come (e.g. 503)
+            return Unknown(f"Twilio lookup failed: {exc.args[0] if exc.args else exc}")
+        except OSError as exc:
+            return Unknown(f"Twilio lookup failed: {type(exc).__name__}")
+        return NotFound() if found is None else Found(provider_message_id=found)
+
+    def _find(self, message: Handover) -> str | None:
+        # Clocks differ a little; Twilio's date_created has one-second resolution.
+        since = message.claimed_at - timedelta(minutes=2)
+        for candidate in self._client.messages.list(
+            to=message.recipient, limit=self.lookup_limit, page_size=100
+        ):
+            sid = str(candidate.sid)
+            created: datetime | None = candidate.date_created
+            if sid in message.known_ids or str(candidate.direction or "").startswith("inbound"):
+                continue
+            if created is not None and created < since:
+                continue
+            if same_text(str(candidate.body or ""), message.body):
+                return sid
+        return None
+
+
+def with_message_id(url: str, message_id: str) -> str:
+    """The status callback URL with ``mid=<message_id>`` added, so a status callback for a
+    message whose SID we never recorded (a crash mid-hand-over) still names its message."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "mid"]
+    query.append(("mid", message_id))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# Characters a messaging service's Smart Encoding may replace by GSM-7 look-alikes.
+_LOOK_ALIKES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
+)
+
+
+def same_text(theirs: str, ours: str) -> bool:
+    """Whether Twilio's stored body is our text: equal, or equal once the look-alike
+    characters Smart Encoding substitutes (curly quotes, dashes, accents) are folded."""
+    if theirs == ours:
+        return True
+    return _folded(theirs) == _folded(ours)
+
+
+def _folded(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.translate(_LOOK_ALIKES))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _before_sending(exc: OSError) -> bool:
+    """Whether a connection error happened before the request left (no connection could
+    be made): then Twilio cannot have the message and a retry is safe."""
+    if not isinstance(exc, RequestsConnectionError):
+        return False
+    reason = exc.args[0] if exc.args else None
+    cause = getattr(reason, "reason", reason)
+    # urllib3's NewConnectionError (refused, unreachable, DNS) is a ConnectTimeoutError.
+    return isinstance(cause, ConnectTimeoutError)
 
 
 def validity_period(valid_for: timedelta) -> int:
@@ -156,13 +293,17 @@ def _reason(exc: TwilioRestException | TwilioServiceException) -> str:
 
 
 def map_twilio_error(status: int | None, code: int | None, reason: str) -> DeliveryError:
-    """Turn Twilio's HTTP status and error code into our transient/permanent outcome."""
+    """Turn Twilio's HTTP status and error code into our transient/permanent outcome, and
+    the hold the answer calls for (21610: opted out, Reg F 1006.6(e) / TCPA; 21211 and
+    21614: invalid number, house rule HR-3)."""
     status = int(status or 0)
     code = int(code) if code is not None else status
     text = f"Twilio refused the message (HTTP {status}, error {code}): {reason}"
     tag = f"twilio:{code}"
-    if code in PERMANENT_CODES or code == UNSUBSCRIBED:
-        return PermanentDelivery(text, code=tag)
+    if code == UNSUBSCRIBED:
+        return PermanentDelivery(text, code=tag, hold="opted_out_sms")
+    if code in PERMANENT_CODES:
+        return PermanentDelivery(text, code=tag, hold="invalid_phone")
     if code == RATE_LIMITED or status == 429 or status >= 500:
         return TransientDelivery(text, code=tag)
     if code == AUTHENTICATION or status in (401, 403):

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from dispatcher.domain.account import Account
-from dispatcher.domain.message import MessageKey, MessageStatus
+from dispatcher.domain.message import WENT_OUT, MessageKey, MessageStatus
 from dispatcher.domain.policy import Hold, hold_for
 from dispatcher.domain.staging import days_past_due
 from dispatcher.domain.strategy import Stage, Step, Strategy
@@ -74,6 +74,16 @@ class End:
 Decision = Queue | HoldBack | End
 
 
+# Statuses of a step that is on its way or gone (``unknown`` may have gone): a later
+# owed step on the same channel is superseded by it, not sent beside it.
+_SUPERSEDING = (
+    MessageStatus.QUEUED,
+    MessageStatus.SENDING,
+    *WENT_OUT,
+    MessageStatus.UNKNOWN,
+)
+
+
 def plan_account(
     account: Account,
     now: datetime,
@@ -127,11 +137,7 @@ def plan_account(
             latest[step.channel] = step
     # A step already queued or sent on the channel also supersedes older owed steps.
     for key, row in rows.items():
-        if (
-            key.stage == stage.id
-            and key.cycle == account.cycle
-            and (row.status.went_out or row.status in (MessageStatus.QUEUED, MessageStatus.SENDING))
-        ):
+        if key.stage == stage.id and key.cycle == account.cycle and row.status in _SUPERSEDING:
             done = next((s for s in stage.steps if s.id == key.step), None)
             current = latest.get(key.channel)
             if done is not None and (current is None or done.day > current.day):

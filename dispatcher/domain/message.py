@@ -16,8 +16,11 @@ class MessageStatus(StrEnum):
     handed_to_print once its print batch is in the drop folder, docs/DELIVERY.md);
     sending → queued (transient failure, retry later) or failed (permanent, or attempts
     exhausted). held/queued → expired (stage left, account cured, cycle ended) or
-    cancelled. skipped: never sent because a later step on
-    the same channel superseded it. Every status is kept; nothing is deleted.
+    cancelled. skipped: never sent because a later step on the same channel superseded
+    it. sending → unknown: the provider may or may not have it (a crash or a lost
+    connection mid-hand-over on a channel that cannot be looked up); a person decides
+    (``dispatcher messages resolve``: → sent, or → queued to send again). Every status is
+    kept; nothing is deleted.
     """
 
     HELD = "held"
@@ -29,6 +32,7 @@ class MessageStatus(StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    UNKNOWN = "unknown"
 
     @property
     def pending(self) -> bool:

@@ -37,6 +37,9 @@ class HoldReason(StrEnum):
     TEMPLATE_NOT_APPROVED = "template_not_approved"
     RENDER_FAILED = "render_failed"
     NO_CONTACT_WINDOW = "no_contact_window"
+    # Placed from a provider's answer (dispatcher.service.sender), never by a planner rule.
+    INVALID_PHONE = "invalid_phone"
+    INVALID_EMAIL = "invalid_email"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,19 @@ RULES: tuple[Rule, ...] = (
         "hold.opt_out_email",
         "Reg F 12 CFR 1006.6(e); CAN-SPAM 15 U.S.C. §7704(a)(4)",
         HoldReason.OPTED_OUT_EMAIL,
+    ),
+    Rule(
+        "hold.invalid_phone",
+        "house rule HR-3: no SMS to a number the carrier network reports as invalid or not "
+        "mobile (Twilio 21211/21614); TCPA 47 CFR 64.1200 (no texts to numbers we cannot "
+        "know are the consumer's mobile)",
+        HoldReason.INVALID_PHONE,
+    ),
+    Rule(
+        "hold.invalid_email",
+        "house rule HR-3: no email to a mailbox the receiving server refused as nonexistent "
+        "(SMTP 550/551/553, RFC 5321 §4.2.2; enhanced status 5.1.x, RFC 3463)",
+        HoldReason.INVALID_EMAIL,
     ),
     Rule("hold.no_phone", "house rule HR-3: no SMS without a valid phone", HoldReason.NO_PHONE),
     Rule("hold.no_email", "house rule HR-3: no email without an address", HoldReason.NO_EMAIL),

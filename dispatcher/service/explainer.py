@@ -71,7 +71,8 @@ def explain(
     existing = store.existing_messages([account_id]).get(account_id, [])
     decisions = {d.key: d for d in plan_account(account, now, strategy, existing)}
     rows = {r["message_id"]: r for r in store.messages_of(account_id)}
-    counted = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED)
+    # `unknown` may have reached the person: it counts, the safe side of a cap.
+    counted = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED, MessageStatus.UNKNOWN)
     ledger = ContactLedger(store.contacts([account], now - timing.lookback, counted))
     for step in stage.steps:
         due = stage.step_dpd(step)

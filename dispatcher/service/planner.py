@@ -316,7 +316,8 @@ class Planner:
         return report
 
     def _contacts(self, accounts: list[Account], now: datetime) -> ContactLedger:
-        counted = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED)
+        # `unknown` may have reached the person: it counts, the safe side of a cap.
+        counted = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED, MessageStatus.UNKNOWN)
         return ContactLedger(self.store.contacts(accounts, now - self.timing.lookback, counted))
 
     def _record(self, account: Account, decision: Decision, batch: _Batch) -> None:

@@ -3,7 +3,16 @@
 Holds are checked again just before delivery, because the account may have changed
 since it was planned (a dispute filed this morning must stop this afternoon's SMS).
 Failures follow one retry rule (:mod:`dispatcher.domain.retry`); the next attempt time
-is stored on the outbox row.
+is stored on the outbox row. A provider answer that is about the recipient (opted out,
+invalid number or mailbox) also places a hold, so later messages are held, not sent to
+the provider again.
+
+Never twice, even after a crash: a message is marked ``sending`` before any provider
+call. One still ``sending`` after the lease was interrupted; :meth:`Sender.reconcile`
+asks the channel's provider whether it has it (found → ``sent`` with its id; not found →
+``queued`` again, safe because the provider never had it). A channel that cannot be
+asked (SMTP) is stamped just before each hand-over instead: never stamped → queued
+again; stamped → ``unknown``, for a person to resolve. See docs/DELIVERY.md.
 """
 
 from __future__ import annotations
@@ -14,25 +23,44 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from dispatcher.channel import BatchChannel, Channel, Handover, Outbound, Receipt
+from dispatcher.channel import (
+    BatchChannel,
+    Channel,
+    Found,
+    Handover,
+    Lookup,
+    NotFound,
+    Outbound,
+    PrintBatch,
+    Receipt,
+    Reconciler,
+)
 from dispatcher.domain.account import Account
 from dispatcher.domain.cap import Contact
 from dispatcher.domain.decision import EndReason
 from dispatcher.domain.message import MessageStatus
-from dispatcher.domain.policy import HoldReason, hold_because, hold_for
+from dispatcher.domain.policy import RULE_BY_REASON, HoldReason, hold_because, hold_for
 from dispatcher.domain.retry import RetryPolicy, next_attempt_at
 from dispatcher.domain.staging import days_past_due
 from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.domain.validity import PROVIDER_MIN, RULE_ID, WINDOW_CLOSING, validity
 from dispatcher.domain.window import Verdict
-from dispatcher.error import DeliveryError, PermanentDelivery
+from dispatcher.error import DeliveryError, PermanentDelivery, UncertainDelivery
 from dispatcher.service.ledger import ContactLedger
 from dispatcher.service.planner import deferral_detail
 from dispatcher.service.timing import ContactTiming
-from dispatcher.store.sql import AttemptRecord, AuditEntry, Claim, ClaimedMessage, SqlStore
+from dispatcher.store.sql import (
+    AttemptRecord,
+    AuditEntry,
+    Claim,
+    ClaimedMessage,
+    ProviderHold,
+    SqlStore,
+    StaleSend,
+)
 
 ACTOR = "system:sender"
 
@@ -49,8 +77,12 @@ class _Written:
     One transaction per message was what bounded delivery throughput (a round trip
     each); here outcomes are written together once 50 are waiting or the oldest has
     waited half a second, and always at the end of a batch. A crash in between leaves
-    those messages ``sending``: after the lease they are reported as of unknown outcome,
-    never resent, the same as a crash during the provider call.
+    those messages ``sending``: after the lease reconciliation looks them up at the
+    provider, the same as a crash during the provider call.
+
+    Before a hand-over to a channel that cannot be looked up (SMTP), what is waiting is
+    written together with that message's hand-over stamp, so a crash leaves at most the
+    one message in flight of unknown outcome, not every buffered one.
     """
 
     def __init__(self, store: SqlStore, most: int = 50, longest: float = 0.5) -> None:
@@ -61,17 +93,21 @@ class _Written:
         self._since = 0.0
 
     def add(
-        self, message_id: str, values: Mapping[str, object], audit: Iterable[AuditEntry]
+        self,
+        message_id: str,
+        values: Mapping[str, object],
+        audit: Iterable[AuditEntry],
+        holds: Iterable[ProviderHold] = (),
     ) -> None:
         if not self._waiting:
             self._since = time.monotonic()
-        self._waiting.append(AttemptRecord(message_id, values, tuple(audit)))
+        self._waiting.append(AttemptRecord(message_id, values, tuple(audit), tuple(holds)))
         if len(self._waiting) >= self.most or time.monotonic() - self._since >= self.longest:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, handing_over: tuple[str, datetime] | None = None) -> None:
         waiting, self._waiting = self._waiting, []
-        self.store.finish_sends(waiting)
+        self.store.finish_sends(waiting, [handing_over] if handing_over else [])
 
 
 @dataclass
@@ -140,17 +176,21 @@ class Sender:
         self._pass = (now, time.monotonic())
         # Batches a crashed run left behind go first, so none is taken for interrupted.
         await self.hand_over(now, report)
-        self.give_up_interrupted(now, report)
+        await self.reconcile(now, report)
         gate = asyncio.Semaphore(self.concurrency)
+        # One hand-over at a time per channel that cannot be looked up, so its stamp is
+        # written just before the message goes (and a crash leaves only that one unknown).
+        serial = {kind: asyncio.Lock() for kind in self.channels}
+        limit = self.claim_size()
         while not stop():
-            with self.store.claiming(now, self.batch_size, now - self.timing.lookback) as claim:
+            with self.store.claiming(now, limit, now - self.timing.lookback) as claim:
                 if not claim.messages:
                     break
                 ready = self._vet(claim, report)
             written = _Written(self.store)
             try:
                 await asyncio.gather(
-                    *(self._gated(gate, m, now, report, written.add) for m in ready)
+                    *(self._gated(gate, serial, m, now, report, written) for m in ready)
                 )
             finally:
                 written.flush()
@@ -185,44 +225,121 @@ class Sender:
                 self._window_end.pop(m.message_id, None)
         return [m for m in ready if m.message_id in taken]
 
-    def give_up_interrupted(self, now: datetime, report: SendReport) -> None:
-        """Messages left ``sending`` by a process that died are marked failed, not resent.
+    def claim_size(self) -> int:
+        """How many messages one pass claims: at most what the slowest rate-limited channel
+        hands over in a tenth of the lease, so no claimed message waits for its turn in a
+        bucket until it looks abandoned (reconciliation would then look it up, requeue
+        it, and the live worker would still send it: twice)."""
+        rates = [
+            rate.per_second
+            for channel in self.channels.values()
+            if (rate := getattr(channel, "rate", None)) is not None
+        ]
+        if not rates:
+            return self.batch_size
+        return max(1, min(self.batch_size, int(min(rates) * self.lease.total_seconds() / 10)))
 
-        Whether the provider got them is unknown; sending again could reach the customer
-        twice (harassment), so a person decides, with the message in plain sight.
-        Letters a batch channel still keeps (staged for the print house) are not
-        interrupted: they are handed over by :meth:`hand_over`.
+    async def reconcile(self, now: datetime, report: SendReport) -> None:
+        """Settle messages left ``sending`` past the lease, without ever sending one twice.
+
+        The process delivering them died, or the provider never answered. A channel that
+        can look messages up (:class:`~dispatcher.channel.Reconciler`: Twilio, the file
+        sinks) is asked: found → ``sent`` with the provider's id; not found → ``queued``
+        again, which is safe because the provider never had it (the lease is far longer
+        than a request can take, so no request of the dead process is still under way);
+        the provider cannot be asked now → left for the next round. For any other channel
+        (SMTP) a message never stamped as handed over is queued again; a stamped one is
+        ``unknown``: whether the customer got it cannot be known, so a person decides
+        (``dispatcher messages resolve``), never an automatic resend (harassment).
         """
-        stale = self.store.stale_sending(now - self.lease)
+        stale_sends = self.store.stale_sends(now - self.lease)
+        # Letters a batch channel still keeps (staged for the print house) are not
+        # interrupted: :meth:`hand_over` hands them over.
         kept: set[str] = set()
-        if stale:
+        if stale_sends:
             for kind in self.channels.values():
                 if isinstance(kind, BatchChannel):
                     kept |= kind.pending()
-        for message_id, account_id, channel, attempts in stale:
-            if message_id in kept:
+        for stale in stale_sends:
+            if stale.message_id in kept:
                 continue
-            error = "delivery interrupted: outcome unknown; check the provider before resending"
-            self.store.finish_send(
-                message_id,
-                {
-                    "status": MessageStatus.FAILED.value,
-                    "attempts": attempts + 1,
-                    "last_error": error,
-                    "updated_at": now,
-                },
-                [
-                    AuditEntry(
-                        event="delivery_interrupted",
-                        actor=ACTOR,
-                        at=now,
-                        account_id=account_id,
-                        message_id=message_id,
-                        detail={"error": error},
-                    )
-                ],
+            channel = self.channels.get(stale.channel)
+            if isinstance(channel, Reconciler):
+                handover = Handover(
+                    message_id=stale.message_id,
+                    recipient=stale.recipient,
+                    body=stale.body,
+                    claimed_at=stale.updated_at,
+                    known_ids=self.store.provider_ids_to(stale.recipient, stale.message_id),
+                )
+                found: Lookup | None = await channel.lookup(handover)
+            elif stale.handed_over_at is None:
+                found = NotFound()
+            else:
+                found = None
+            self._settle_stale(stale, found, now, report)
+
+    def _settle_stale(
+        self, stale: StaleSend, found: Lookup | None, now: datetime, report: SendReport
+    ) -> None:
+        audit = AuditEntry(
+            event="delivery_reconciled",
+            actor=ACTOR,
+            at=now,
+            account_id=stale.account_id,
+            message_id=stale.message_id,
+        )
+        values: dict[str, object]
+        if isinstance(found, Found):
+            values = {
+                "status": MessageStatus.SENT.value,
+                "attempts": stale.attempts + 1,
+                "sent_at": stale.handed_over_at or stale.updated_at,
+                "provider_message_id": found.provider_message_id,
+                "artifact_path": found.artifact_path,
+                "last_error": None,
+                "next_attempt_at": None,
+            }
+            detail: dict[str, object] = {
+                "found": True,
+                "provider_message_id": found.provider_message_id,
+            }
+            outcome = "reconciled:sent"
+        elif isinstance(found, NotFound):
+            values = {
+                "status": MessageStatus.QUEUED.value,
+                "sent_at": None,
+                "next_attempt_at": None,
+                "last_error": "delivery interrupted before the provider took it; queued again",
+            }
+            detail = {"found": False, "then": "queued"}
+            outcome = "reconciled:queued"
+        elif found is None:
+            error = (
+                "delivery interrupted after the hand-over: outcome unknown; check the "
+                "provider, then `dispatcher messages resolve`"
             )
-            report.add(channel, "interrupted")
+            values = {
+                "status": MessageStatus.UNKNOWN.value,
+                "attempts": stale.attempts + 1,
+                "last_error": error,
+            }
+            audit = replace(audit, event="delivery_interrupted")
+            detail = {"error": error}
+            outcome = "unknown"
+        else:
+            # The provider could not be asked (an outage): the row stays as it is and the
+            # next round asks again; nothing is sent meanwhile.
+            report.add(stale.channel.value, "reconcile_pending")
+            return
+        settled = self.store.settle_stale(
+            stale.message_id,
+            stale.updated_at,
+            {**values, "updated_at": now},
+            [replace(audit, detail=detail)],
+        )
+        if settled:
+            report.add(stale.channel.value, outcome)
 
     async def hand_over(self, now: datetime, report: SendReport) -> None:
         """Let batch channels hand over what they keep, and record what they handed over.
@@ -246,7 +363,7 @@ class Sender:
                 channel.acknowledge(batch.batch_id)
 
     def _handed(
-        self, kind: ChannelKind, batch: Handover, now: datetime, report: SendReport
+        self, kind: ChannelKind, batch: PrintBatch, now: datetime, report: SendReport
     ) -> None:
         records = [
             AttemptRecord(
@@ -287,13 +404,19 @@ class Sender:
     async def _gated(
         self,
         gate: asyncio.Semaphore,
+        serial: Mapping[ChannelKind, asyncio.Lock],
         message: ClaimedMessage,
         now: datetime,
         report: SendReport,
-        settle: Settle,
+        written: _Written,
     ) -> None:
         async with gate:
-            await self._send_one(message, now, report, settle)
+            if isinstance(self.channels[message.channel], Reconciler):
+                await self._send_one(message, now, report, written)
+                return
+            async with serial[message.channel]:
+                written.flush(handing_over=(message.message_id, now))
+                await self._send_one(message, now, report, written)
 
     def _handover_time(self) -> datetime:
         """``now`` of this pass plus the time the pass has taken so far: a long batch must
@@ -302,8 +425,9 @@ class Sender:
         return start + timedelta(seconds=time.monotonic() - began)
 
     async def _send_one(
-        self, message: ClaimedMessage, now: datetime, report: SendReport, settle: Settle
+        self, message: ClaimedMessage, now: datetime, report: SendReport, written: _Written
     ) -> None:
+        settle = written.add
         attempt = message.attempts + 1
         valid_for = None
         if message.message_id in self._window_end:
@@ -344,9 +468,13 @@ class Sender:
         )
         try:
             receipt: Receipt = await self.channels[message.channel].deliver(outbound)
+        except UncertainDelivery as exc:
+            report.error(message.channel.value, exc.code)
+            self._unconfirmed(message, attempt, exc, now, report, settle)
+            return
         except DeliveryError as exc:
             report.error(message.channel.value, exc.code)
-            self._failed(message, attempt, exc, now, report, settle)
+            self._failed(message, attempt, exc, now, report, written)
             return
         if message.due_at is not None:
             report.latency(message.channel.value, (now - message.due_at).total_seconds())
@@ -515,6 +643,37 @@ class Sender:
         )
         report.add(message.channel.value, outcome)
 
+    def _unconfirmed(
+        self,
+        message: ClaimedMessage,
+        attempt: int,
+        exc: UncertainDelivery,
+        now: datetime,
+        report: SendReport,
+        settle: Settle,
+    ) -> None:
+        """The provider may have the message: never retried blindly. A channel that can
+        look it up keeps it ``sending`` for reconciliation after the lease (by then the
+        provider has finished with the request); any other makes it ``unknown``."""
+        error = f"{exc.code}: {exc}" if exc.code else str(exc)
+        lookup = isinstance(self.channels[message.channel], Reconciler)
+        status = MessageStatus.SENDING if lookup else MessageStatus.UNKNOWN
+        self._record(
+            message,
+            now,
+            report,
+            "delivery_unconfirmed",
+            {"status": status.value, "attempts": attempt, "last_error": error},
+            {
+                "attempt": attempt,
+                "error": error,
+                "code": exc.code,
+                "then": "lookup" if lookup else "person",
+            },
+            "unconfirmed" if lookup else "unknown",
+            settle=settle,
+        )
+
     def _failed(
         self,
         message: ClaimedMessage,
@@ -522,31 +681,58 @@ class Sender:
         exc: DeliveryError,
         now: datetime,
         report: SendReport,
-        settle: Settle,
+        written: _Written,
     ) -> None:
         retry_at = None
         if not isinstance(exc, PermanentDelivery):
             retry_at = next_attempt_at(self.retry, attempt, now, self.jitter())
         status = MessageStatus.QUEUED if retry_at else MessageStatus.FAILED
         error = f"{exc.code}: {exc}" if exc.code else str(exc)
+        values: dict[str, object] = {
+            "status": status.value,
+            "attempts": attempt,
+            "next_attempt_at": retry_at,
+            "last_error": error,
+            # Not delivered: no hand-over stamp stays behind (it would read as "sent at").
+            "sent_at": None,
+        }
+        detail: dict[str, object] = {
+            "attempt": attempt,
+            "error": error,
+            "code": exc.code,
+            "permanent": isinstance(exc, PermanentDelivery),
+            "next_attempt_at": retry_at.isoformat() if retry_at else None,
+        }
+        holds: list[ProviderHold] = []
+        if exc.hold is not None:
+            reason = HoldReason(exc.hold)
+            values.update(hold_reason=reason.value, rule_id=RULE_BY_REASON[reason].id)
+            detail["hold"] = reason.value
+            holds.append(
+                ProviderHold(
+                    account_id=message.account_id,
+                    reason=reason.value,
+                    channel=message.channel.value,
+                    key="phone" if message.channel is ChannelKind.SMS else "email",
+                    value=message.recipient,
+                    source=f"provider:{exc.code or message.channel.value}",
+                    note=f"the provider answered {error} to message {message.message_id}",
+                    at=now,
+                )
+            )
+
+        def settle(
+            message_id: str, values: Mapping[str, object], audit: Iterable[AuditEntry]
+        ) -> None:
+            written.add(message_id, values, audit, holds)
+
         self._record(
             message,
             now,
             report,
             "delivery_failed" if retry_at else "message_failed",
-            {
-                "status": status.value,
-                "attempts": attempt,
-                "next_attempt_at": retry_at,
-                "last_error": error,
-            },
-            {
-                "attempt": attempt,
-                "error": error,
-                "code": exc.code,
-                "permanent": isinstance(exc, PermanentDelivery),
-                "next_attempt_at": retry_at.isoformat() if retry_at else None,
-            },
+            values,
+            detail,
             "retry" if retry_at else "failed",
             settle=settle,
         )

@@ -138,12 +138,45 @@ class ClaimedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderHold:
+    """A hold a provider's answer calls for (21610 opted out, an invalid number or
+    mailbox), placed on every account whose ``key`` ("phone" or "email") is ``value``."""
+
+    account_id: str
+    reason: str
+    channel: str
+    key: str
+    value: str
+    source: str
+    note: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """What one delivery attempt came to: the outbox columns it sets and its audit."""
+    """What one delivery attempt came to: the outbox columns it sets and its audit, and
+    the holds the provider's answer calls for."""
 
     message_id: str
     values: Mapping[str, object]
     audit: Sequence[AuditEntry] = ()
+    holds: Sequence[ProviderHold] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StaleSend:
+    """A message left ``sending`` past its lease: its hand-over was interrupted."""
+
+    message_id: str
+    account_id: str
+    channel: ChannelKind
+    attempts: int
+    recipient: str
+    body: str
+    # When it was claimed (or last marked uncertain); the reconciler's guard.
+    updated_at: datetime
+    # When it was handed to a channel that cannot be looked up; None: never handed over.
+    handed_over_at: datetime | None
 
 
 @dataclass
@@ -747,7 +780,7 @@ class SqlStore:
                     conn,
                     list(accounts.values()),
                     counted_since,
-                    (*WENT_OUT, MessageStatus.SENDING),
+                    (*WENT_OUT, MessageStatus.SENDING, MessageStatus.UNKNOWN),
                 )
                 if accounts
                 else []
@@ -760,43 +793,46 @@ class SqlStore:
                 contacts=contacts,
             )
 
-    def stale_sending(self, claimed_before: datetime) -> list[tuple[str, str, str, int]]:
-        """(message_id, account_id, channel, attempts) of messages claimed before ``claimed_before``
-        and never finished: the process delivering them died."""
-        with self.engine.connect() as conn:
-            return [
-                (m, a, c, n)
-                for m, a, c, n in conn.execute(
-                    select(
-                        MESSAGE.c.message_id,
-                        MESSAGE.c.account_id,
-                        MESSAGE.c.channel,
-                        MESSAGE.c.attempts,
-                    ).where(
-                        MESSAGE.c.status == MessageStatus.SENDING.value,
-                        MESSAGE.c.updated_at < claimed_before,
-                    )
-                )
-            ]
-
     def finish_send(
         self, message_id: str, values: Mapping[str, object], audit: Iterable[AuditEntry]
     ) -> None:
         """Record the outcome of one delivery attempt and its audit record together."""
         self.finish_sends([AttemptRecord(message_id, values, tuple(audit))])
 
-    def finish_sends(self, outcomes: Sequence[AttemptRecord]) -> None:
+    def finish_sends(
+        self,
+        outcomes: Sequence[AttemptRecord],
+        handing_over: Sequence[tuple[str, datetime]] = (),
+    ) -> None:
         """Record many delivery outcomes and their audit records in one transaction.
+
+        ``handing_over`` (message id, time) stamps ``sent_at`` on messages about to be
+        handed to a channel that cannot be looked up (SMTP), in the same transaction: a
+        ``sending`` message without that stamp was never handed over, so after a crash it
+        can be queued again safely; one with it is of unknown outcome.
 
         Outcomes that set the same columns go in one ``executemany`` (pipelined on
         PostgreSQL): a round trip per message was what limited delivery throughput.
         """
-        if not outcomes:
+        if not outcomes and not handing_over:
             return
         groups: dict[tuple[str, ...], list[AttemptRecord]] = defaultdict(list)
         for outcome in outcomes:
             groups[tuple(sorted(outcome.values))].append(outcome)
         with self.engine.begin() as conn:
+            if handing_over:
+                conn.execute(
+                    update(MESSAGE)
+                    .where(
+                        MESSAGE.c.message_id == bindparam("v_message_id"),
+                        MESSAGE.c.status == MessageStatus.SENDING.value,
+                    )
+                    .values(sent_at=bindparam("v_sent_at")),
+                    [{"v_message_id": m, "v_sent_at": at} for m, at in handing_over],
+                )
+            holds = [h for o in outcomes for h in o.holds]
+            if holds:
+                self._place_provider_holds(conn, holds)
             for columns, group in groups.items():
                 conn.execute(
                     update(MESSAGE)
@@ -830,6 +866,181 @@ class SqlStore:
         fresh = [o for o in outcomes if o.message_id not in done]
         self.finish_sends(fresh)
         return len(fresh)
+
+    def _place_provider_holds(self, conn: Connection, holds: Sequence[ProviderHold]) -> None:
+        """Place each hold on every account sharing the phone or address, unless one of the
+        same reason and channel is in force there already; each placement audited."""
+        placed: list[dict[str, object]] = []
+        for hold in holds:
+            column = ACCOUNT.c.phone if hold.key == "phone" else ACCOUNT.c.email
+            accounts = set(
+                conn.execute(select(ACCOUNT.c.account_id).where(column == hold.value)).scalars()
+            )
+            accounts.add(hold.account_id)
+            already = set(
+                conn.execute(
+                    select(HOLD.c.account_id).where(
+                        HOLD.c.account_id.in_(accounts),
+                        HOLD.c.reason == hold.reason,
+                        HOLD.c.channel == hold.channel,
+                        HOLD.c.lifted_at.is_(None),
+                    )
+                ).scalars()
+            )
+            already.update(p["account_id"] for p in placed if p["reason"] == hold.reason)
+            placed.extend(
+                {
+                    "account_id": account_id,
+                    "reason": hold.reason,
+                    "channel": hold.channel,
+                    "scope": "account",
+                    "starts_at": hold.at,
+                    "ends_at": None,
+                    "note": hold.note,
+                    "source": hold.source,
+                    "created_by": "system:sender",
+                    "created_at": hold.at,
+                }
+                for account_id in sorted(accounts - already)
+            )
+        if not placed:
+            return
+        conn.execute(HOLD.insert(), placed)
+        self._audit(
+            conn,
+            [
+                AuditEntry(
+                    "hold_added",
+                    "system:sender",
+                    p["created_at"],  # type: ignore[arg-type]
+                    str(p["account_id"]),
+                    detail={
+                        "reason": p["reason"],
+                        "channel": p["channel"],
+                        "source": p["source"],
+                        "note": p["note"],
+                    },
+                )
+                for p in placed
+            ],
+        )
+
+    def stale_sends(self, claimed_before: datetime) -> list[StaleSend]:
+        """Messages claimed (or last marked uncertain) before ``claimed_before`` and still
+        ``sending``: the process delivering them died, or the provider never answered."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    MESSAGE.c.message_id,
+                    MESSAGE.c.account_id,
+                    MESSAGE.c.channel,
+                    MESSAGE.c.attempts,
+                    MESSAGE.c.recipient,
+                    MESSAGE.c.body,
+                    MESSAGE.c.updated_at,
+                    MESSAGE.c.sent_at,
+                )
+                .where(
+                    MESSAGE.c.status == MessageStatus.SENDING.value,
+                    MESSAGE.c.updated_at < claimed_before,
+                )
+                .order_by(MESSAGE.c.updated_at, MESSAGE.c.message_id)
+            ).all()
+        return [
+            StaleSend(
+                r.message_id,
+                r.account_id,
+                ChannelKind(r.channel),
+                r.attempts,
+                r.recipient or "",
+                r.body or "",
+                r.updated_at,
+                r.sent_at,
+            )
+            for r in rows
+        ]
+
+    def provider_ids_to(self, recipient: str, excluding: str) -> frozenset[str]:
+        """Provider ids recorded for other messages to ``recipient``: a lookup at the
+        provider must not take one of those for the message it is looking for."""
+        # Through the accounts with that phone or email (both indexed), not a scan of the
+        # outbox by recipient.
+        owners = select(ACCOUNT.c.account_id).where(
+            or_(ACCOUNT.c.phone == recipient, ACCOUNT.c.email == recipient)
+        )
+        with self.engine.connect() as conn:
+            return frozenset(
+                conn.execute(
+                    select(MESSAGE.c.provider_message_id).where(
+                        MESSAGE.c.account_id.in_(owners),
+                        MESSAGE.c.recipient == recipient,
+                        MESSAGE.c.message_id != excluding,
+                        MESSAGE.c.provider_message_id.is_not(None),
+                    )
+                ).scalars()
+            )
+
+    def settle_stale(
+        self,
+        message_id: str,
+        updated_at: datetime,
+        values: Mapping[str, object],
+        audit: Iterable[AuditEntry],
+    ) -> bool:
+        """Record what reconciliation found, only if the message is still the stale
+        ``sending`` row it looked at (another instance may have settled it meanwhile)."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(MESSAGE)
+                .where(
+                    MESSAGE.c.message_id == message_id,
+                    MESSAGE.c.status == MessageStatus.SENDING.value,
+                    MESSAGE.c.updated_at == updated_at,
+                )
+                .values(**values)
+            ).rowcount
+            if changed:
+                self._audit(conn, audit)
+        return bool(changed)
+
+    def resolve_unknown(
+        self, message_id: str, *, sent: bool, note: str, actor: str, now: datetime
+    ) -> str:
+        """A person settles a message of ``unknown`` outcome: it was sent (they checked
+        the provider or the customer), or it goes again. Returns the account id."""
+        with self.engine.begin() as conn:
+            found = (
+                conn.execute(select(MESSAGE).where(MESSAGE.c.message_id == message_id))
+                .mappings()
+                .first()
+            )
+            if found is None:
+                raise InputError(f"no message {message_id!r}")
+            if found["status"] != MessageStatus.UNKNOWN.value:
+                raise InputError(
+                    f"message {message_id} is {found['status']}, not unknown: only a message "
+                    "of unknown outcome is resolved by hand"
+                )
+            values: dict[str, object] = {"updated_at": now}
+            if sent:
+                values.update(status=MessageStatus.SENT.value, sent_at=found["sent_at"] or now)
+            else:
+                values.update(status=MessageStatus.QUEUED.value, sent_at=None, next_attempt_at=None)
+            conn.execute(update(MESSAGE).where(MESSAGE.c.message_id == message_id).values(**values))
+            self._audit(
+                conn,
+                [
+                    AuditEntry(
+                        "message_resolved",
+                        actor,
+                        now,
+                        found["account_id"],
+                        message_id,
+                        {"as": "sent" if sent else "resend", "note": note},
+                    )
+                ],
+            )
+        return str(found["account_id"])
 
     # -- service runs ---------------------------------------------------------------------
     def start_run(self, kind: str, instance: str, at: datetime) -> int:

@@ -253,6 +253,15 @@ def test_send_events_latency_and_provider_errors() -> None:
     metrics.observe_send("email", "deferred")
     metrics.observe_send("letter", "stage_left")
     metrics.observe_outcomes({("sms", "retry"): 2, ("sms", "interrupted"): 1, ("sms", "failed"): 0})
+    metrics.observe_outcomes(
+        {
+            ("sms", "reconciled:sent"): 1,
+            ("sms", "reconciled:queued"): 2,
+            ("sms", "unconfirmed"): 1,
+            ("sms", "reconcile_pending"): 1,
+            ("email", "unknown"): 1,
+        }
+    )
     metrics.observe_provider_error("sms", "21211")
     metrics.observe_provider_error("sms", 21211)
     metrics.observe_provider_error("email", None)
@@ -265,7 +274,16 @@ def test_send_events_latency_and_provider_errors() -> None:
         for labels, v in series(samples, "dispatcher_send_outcomes_total").items()
         if dict(labels)["channel"] == "sms" and v
     }
-    assert outcomes == {"sent": 2, "held": 1, "retry": 2, "interrupted": 1}
+    assert outcomes == {
+        "sent": 2,
+        "held": 1,
+        "retry": 2,
+        "interrupted": 1,
+        "reconciled": 3,
+        "unconfirmed": 1,
+        "reconcile_pending": 1,
+    }
+    assert value(samples, "dispatcher_send_outcomes_total", channel="email", outcome="unknown")
     assert value(samples, "dispatcher_send_outcomes_total", channel="email", outcome="deferred")
     assert value(samples, "dispatcher_send_outcomes_total", channel="letter", outcome="expired")
     assert value(samples, "dispatcher_send_latency_seconds_count", channel="sms") == 2

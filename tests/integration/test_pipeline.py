@@ -336,12 +336,12 @@ def test_missing_or_failing_templates_hold_the_message_visibly(
     assert "no email template 'absent'" in errors["template_missing"]
 
 
-def test_a_send_interrupted_by_a_crash_is_failed_visibly_not_resent(
+def test_a_send_interrupted_by_a_crash_is_looked_up_not_resent_blindly(
     app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
 ) -> None:
     load(app, tmp_path, [row("A-1", days_ago(1))])
     app.planner().plan(NOW)
-    # A sender claims the message and dies before recording the outcome.
+    # A sender claims the message and dies before handing it over.
     with app.store.claiming(NOW, 10, NOW - timedelta(days=7)) as claim:
         [claimed] = claim.messages
         assert claim.take([claimed.message_id]) == {claimed.message_id}
@@ -349,14 +349,14 @@ def test_a_send_interrupted_by_a_crash_is_failed_visibly_not_resent(
     assert asyncio.run(app.sender().send(NOW + timedelta(minutes=5))).total == 0
     [m] = messages(app)
     assert m["status"] == "sending"
-    # After the lease it is failed with the reason in plain sight, and never delivered.
+    # After the lease the channel is asked; it never had it, so it goes now, once.
     report = asyncio.run(app.sender().send(NOW + timedelta(minutes=20)))
-    assert report.counts[("sms", "interrupted")] == 1
+    assert report.counts[("sms", "reconciled:queued")] == 1
+    assert report.counts[("sms", "sent")] == 1
     [m] = messages(app)
-    assert m["status"] == "failed"
-    assert "outcome unknown" in str(m["last_error"])
-    assert channels[ChannelKind.SMS].attempts == []
-    assert ("delivery_interrupted", claimed.message_id) in audit_events(app)
+    assert m["status"] == "sent"
+    assert [o.message_id for o in channels[ChannelKind.SMS].delivered] == [claimed.message_id]
+    assert ("delivery_reconciled", claimed.message_id) in audit_events(app)
 
 
 NIGHT = datetime(2026, 6, 10, 7, 0, tzinfo=UTC)  # 03:00 in New York

@@ -255,7 +255,7 @@ def test_letters_are_handed_to_print_only_once_their_batch_is_complete(
     assert [m["status"] for m in letters] == ["sending", "sending"]
     assert report.errors[("letter", "print:drop")] == 1  # the hand-over at the end of the run
     # A lease later the letters are not taken for interrupted: they are safely staged.
-    wired.sender().give_up_interrupted(NOW + timedelta(hours=2), report)
+    asyncio.run(wired.sender().reconcile(NOW + timedelta(hours=2), report))
     assert [m["status"] for m in messages(wired, channel="letter")] == ["sending", "sending"]
 
     (tmp_path / "drop").unlink()

@@ -20,7 +20,13 @@ from dispatcher.bootstrap import file_channels
 from dispatcher.channel import Outbound
 from dispatcher.channel.smtp import SmtpEmailChannel, SmtpServer
 from dispatcher.domain.strategy import ChannelKind
-from dispatcher.error import ConfigError, DeliveryError, PermanentDelivery, TransientDelivery
+from dispatcher.error import (
+    ConfigError,
+    DeliveryError,
+    PermanentDelivery,
+    TransientDelivery,
+    UncertainDelivery,
+)
 from dispatcher.settings import Settings, SinkSettings, SmtpSettings
 
 SENDER = "collections@acme-finance.example"
@@ -248,16 +254,27 @@ def test_a_stale_connection_not_yet_noticed_is_reopened(smtp_server: SmtpFixture
 
 
 @pytest.mark.parametrize(
-    ("reply", "kind", "code"),
+    ("reply", "kind", "code", "hold"),
     [
-        ("451 4.3.0 Mailbox temporarily unavailable", TransientDelivery, "smtp:451"),
-        ("450 4.2.1 Try again later", TransientDelivery, "smtp:450"),
-        ("550 5.1.1 No such user here", PermanentDelivery, "smtp:550"),
-        ("553 5.1.3 Bad recipient address syntax", PermanentDelivery, "smtp:553"),
+        ("451 4.3.0 Mailbox temporarily unavailable", TransientDelivery, "smtp:451", None),
+        ("450 4.2.1 Try again later", TransientDelivery, "smtp:450", None),
+        ("550 5.1.1 No such user here", PermanentDelivery, "smtp:550", "invalid_email"),
+        (
+            "551 User not local; please try elsewhere",
+            PermanentDelivery,
+            "smtp:551",
+            "invalid_email",
+        ),
+        ("553 5.1.3 Bad recipient address syntax", PermanentDelivery, "smtp:553", "invalid_email"),
+        # A policy refusal (our server on a block list) or a full mailbox says nothing
+        # about the address: the message fails, the customer's email is not held.
+        ("550 5.7.1 Message rejected by policy", PermanentDelivery, "smtp:550", None),
+        ("552 5.2.2 Mailbox full", PermanentDelivery, "smtp:552", None),
+        ("554 5.7.1 Relay access denied", PermanentDelivery, "smtp:554", None),
     ],
 )
-def test_recipient_replies_map_to_transient_or_permanent(
-    smtp_server: SmtpFixture, reply: str, kind: type[DeliveryError], code: str
+def test_recipient_replies_map_to_transient_or_permanent_and_the_hold_they_call_for(
+    smtp_server: SmtpFixture, reply: str, kind: type[DeliveryError], code: str, hold: str | None
 ) -> None:
     smtp_server.recorder.replies["bad@example.com"] = reply
 
@@ -265,6 +282,7 @@ def test_recipient_replies_map_to_transient_or_permanent(
 
     assert type(error) is kind
     assert error.code == code
+    assert error.hold == hold
     assert reply.split(" ", 1)[1] in str(error)  # the server's own words are kept
     assert smtp_server.recorder.messages == []
 
@@ -315,7 +333,7 @@ def test_losing_the_connection_after_the_body_was_sent_is_never_retried(
 
     # The server got the message; resending could mail the customer twice.
     assert len(smtp_server.recorder.messages) == 1
-    assert isinstance(error, PermanentDelivery)
+    assert isinstance(error, UncertainDelivery)
     assert error.code == "smtp:unknown"
 
 

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from dispatcher.bootstrap import file_channels
-from dispatcher.channel import Outbound
+from dispatcher.channel import Found, Handover, NotFound, Outbound, Unknown
+from dispatcher.channel.rate import RateLimit
 from dispatcher.channel.twilio_sms import TwilioSmsChannel, build_twilio_client
 from dispatcher.domain.strategy import ChannelKind
-from dispatcher.error import ConfigError, DeliveryError, PermanentDelivery, TransientDelivery
-from dispatcher.settings import Settings, SinkSettings, TwilioSettings
+from dispatcher.error import (
+    ConfigError,
+    DeliveryError,
+    PermanentDelivery,
+    TransientDelivery,
+    UncertainDelivery,
+)
+from dispatcher.settings import SendSettings, Settings, SinkSettings, TwilioSettings
 from tests.fake_twilio import FakeTwilio
 
 SID = "AC" + "0" * 32
@@ -34,13 +42,31 @@ def fake() -> Iterator[FakeTwilio]:
     server.stop()
 
 
-def sms(to: str = OK_NUMBER, message_id: str = "m-1") -> Outbound:
+BODY = "Acme: your payment of $120.00 is due. Reply STOP to opt out."
+
+
+def sms(to: str = OK_NUMBER, message_id: str = "m-1", body: str = BODY) -> Outbound:
     return Outbound(
         message_id=message_id,
         account_id="A-1",
         channel=ChannelKind.SMS,
         recipient=to,
-        body="Acme: your payment of $120.00 is due. Reply STOP to opt out.",
+        body=body,
+    )
+
+
+def handover(
+    *,
+    body: str = BODY,
+    claimed_at: datetime | None = None,
+    known: set[str] | None = None,
+) -> Handover:
+    return Handover(
+        message_id="m-1",
+        recipient=OK_NUMBER,
+        body=body,
+        claimed_at=claimed_at or datetime.now(UTC) - timedelta(seconds=5),
+        known_ids=frozenset(known or ()),
     )
 
 
@@ -86,7 +112,8 @@ def test_message_goes_through_the_messaging_service_and_the_sid_is_the_receipt(
     assert request.form["To"] == OK_NUMBER
     assert request.form["Body"] == sms().body
     assert request.form["MessagingServiceSid"] == SERVICE
-    assert request.form["StatusCallback"] == CALLBACK
+    # Our message id rides on the status callback, so a callback names its message.
+    assert request.form["StatusCallback"] == CALLBACK + "?mid=m-1"
     assert "From" not in request.form
 
 
@@ -113,23 +140,24 @@ def test_several_messages_share_one_client(fake: FakeTwilio) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "twilio_code", "kind", "code"),
+    ("status", "twilio_code", "kind", "code", "hold"),
     [
-        (400, 21211, PermanentDelivery, "twilio:21211"),
-        (400, 21614, PermanentDelivery, "twilio:21614"),
-        (400, 21610, PermanentDelivery, "twilio:21610"),
-        (429, 20429, TransientDelivery, "twilio:20429"),
-        (503, 20503, TransientDelivery, "twilio:20503"),
-        (500, 20500, TransientDelivery, "twilio:20500"),
-        (400, 21408, PermanentDelivery, "twilio:21408"),
+        (400, 21211, PermanentDelivery, "twilio:21211", "invalid_phone"),
+        (400, 21614, PermanentDelivery, "twilio:21614", "invalid_phone"),
+        (400, 21610, PermanentDelivery, "twilio:21610", "opted_out_sms"),
+        (429, 20429, TransientDelivery, "twilio:20429", None),
+        (503, 20503, TransientDelivery, "twilio:20503", None),
+        (500, 20500, TransientDelivery, "twilio:20500", None),
+        (400, 21408, PermanentDelivery, "twilio:21408", None),
     ],
 )
-def test_twilio_errors_map_to_transient_or_permanent(
+def test_twilio_errors_map_to_transient_or_permanent_and_the_hold_they_call_for(
     fake: FakeTwilio,
     status: int,
     twilio_code: int,
     kind: type[DeliveryError],
     code: str,
+    hold: str | None,
 ) -> None:
     bad = "+15005550001"
     fake.errors[bad] = (status, twilio_code)
@@ -138,6 +166,7 @@ def test_twilio_errors_map_to_transient_or_permanent(
 
     assert type(error) is kind
     assert error.code == code
+    assert error.hold == hold
     assert str(twilio_code) in str(error)
     assert len(fake.received) == 1
 
@@ -154,13 +183,106 @@ def test_wrong_credentials_are_transient_and_never_show_the_token(fake: FakeTwil
     assert fake.received == []
 
 
-def test_a_slow_provider_is_a_transient_timeout(fake: FakeTwilio) -> None:
+def test_a_provider_that_does_not_answer_in_time_may_have_the_message(fake: FakeTwilio) -> None:
     fake.delays[OK_NUMBER] = 1.5
 
     error = deliver_error(channel_for(fake, timeout=0.3), sms())
 
-    assert isinstance(error, TransientDelivery)
+    # The request went out: Twilio creates the message after we stopped waiting.
+    assert isinstance(error, UncertainDelivery)
     assert error.code == "twilio:timeout"
+    deadline = time.monotonic() + 5
+    while not fake.created and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(fake.created) == 1
+
+
+def test_a_connection_lost_before_the_answer_is_uncertain_and_the_lookup_finds_it(
+    fake: FakeTwilio,
+) -> None:
+    fake.drop.add(OK_NUMBER)
+    channel = channel_for(fake)
+
+    error = deliver_error(channel, sms())
+    found = asyncio.run(channel.lookup(handover()))
+
+    assert isinstance(error, UncertainDelivery)
+    assert error.code == "twilio:connection"
+    [created] = fake.created
+    assert found == Found(provider_message_id=created["sid"])
+    assert fake.lookups[-1]["To"] == OK_NUMBER
+
+
+def test_a_message_twilio_never_got_is_not_found(fake: FakeTwilio) -> None:
+    channel = channel_for(fake)
+    asyncio.run(channel.deliver(sms(body="another reminder")))
+
+    assert asyncio.run(channel.lookup(handover())) == NotFound()
+
+
+def test_lookup_skips_messages_already_recorded_for_another_of_ours(fake: FakeTwilio) -> None:
+    channel = channel_for(fake)
+    first = asyncio.run(channel.deliver(sms())).provider_message_id
+
+    assert asyncio.run(channel.lookup(handover(known={first}))) == NotFound()
+    assert asyncio.run(channel.lookup(handover())) == Found(first)
+
+
+def test_lookup_ignores_messages_created_before_the_claim(fake: FakeTwilio) -> None:
+    channel = channel_for(fake)
+    asyncio.run(channel.deliver(sms()))
+
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    assert asyncio.run(channel.lookup(handover(claimed_at=later))) == NotFound()
+
+
+def test_a_message_still_queued_at_twilio_is_found(fake: FakeTwilio) -> None:
+    fake.unsent = True  # no date_sent yet: a DateSent filter would miss it
+    channel = channel_for(fake)
+    sid = asyncio.run(channel.deliver(sms())).provider_message_id
+
+    assert asyncio.run(channel.lookup(handover())) == Found(sid)
+
+
+def test_smart_encoded_text_still_matches(fake: FakeTwilio) -> None:
+    channel = channel_for(fake)
+    sid = asyncio.run(channel.deliver(sms(body="It's due - pay today"))).provider_message_id
+
+    found = asyncio.run(channel.lookup(handover(body="It\u2019s due \u2013 pay today")))
+
+    assert found == Found(sid)
+
+
+def test_lookup_during_an_outage_is_unknown_and_nothing_is_created(fake: FakeTwilio) -> None:
+    fake.outage = True
+    channel = channel_for(fake)
+
+    error = deliver_error(channel, sms())
+    looked = asyncio.run(channel.lookup(handover()))
+
+    assert isinstance(error, TransientDelivery)
+    assert error.code == "twilio:20503"
+    assert isinstance(looked, Unknown)
+    assert fake.created == []
+
+
+def test_the_fake_lists_in_twilios_page_shape_with_date_filters(fake: FakeTwilio) -> None:
+    channel = channel_for(fake)
+    for i in range(3):
+        asyncio.run(channel.deliver(sms(body=f"reminder {i}")))
+    client = build_twilio_client(SID, SecretStr(TOKEN), timeout_seconds=5, base_url=fake.base_url)
+    today = datetime.now(UTC).date()
+
+    listed = client.messages.list(to=OK_NUMBER, page_size=2)
+    since_today = client.messages.list(to=OK_NUMBER, date_sent_after=datetime.now(UTC))
+    tomorrow = client.messages.list(date_sent_after=datetime.now(UTC) + timedelta(days=1))
+    other = client.messages.list(to="+15005559999")
+
+    assert [m.body for m in listed] == ["reminder 2", "reminder 1", "reminder 0"]  # 2 pages
+    assert len(since_today) == 3
+    assert all(m.date_sent.date() == today for m in since_today)
+    assert tomorrow == []
+    assert other == []
 
 
 def test_an_unreachable_provider_is_a_transient_connection_error(fake: FakeTwilio) -> None:
@@ -246,3 +368,63 @@ def test_the_validity_is_handed_to_twilio_as_validity_period_in_whole_seconds(
     asyncio.run(channel.deliver(sms(message_id="m-none")))
     forms = [r.form for r in fake.received]
     assert [f.get("ValidityPeriod") for f in forms] == [want for _, want in cases] + [None]
+
+
+def test_a_lease_not_well_above_the_timeout_is_a_config_error(tmp_path: Path) -> None:
+    # Reconciliation reads "not at Twilio" as "never arrived" only when no request of the
+    # interrupted worker can still be under way.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        sinks=SinkSettings(sms="twilio", directory=tmp_path / "sink"),
+        twilio=TwilioSettings(
+            account_sid=SID, auth_token=SecretStr(TOKEN), from_number="+15005550000"
+        ),
+        send=SendSettings(lease_seconds=30),
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        file_channels(settings)
+
+    assert caught.value.key == "send.lease_seconds"
+
+
+def test_the_segment_rate_is_built_from_settings(fake: FakeTwilio, tmp_path: Path) -> None:
+    settings = twilio_settings(
+        tmp_path,
+        account_sid=SID,
+        auth_token=TOKEN,
+        from_number="+15005550000",
+        base_url=fake.base_url,
+        segments_per_second=3,
+    )
+
+    channel = file_channels(settings)[ChannelKind.SMS]
+
+    assert isinstance(channel, TwilioSmsChannel)
+    assert channel.rate is not None and channel.rate.per_second == 3
+    unlimited = file_channels(
+        twilio_settings(tmp_path, account_sid=SID, auth_token=TOKEN, from_number="+15005550000")
+    )[ChannelKind.SMS]
+    assert isinstance(unlimited, TwilioSmsChannel) and unlimited.rate is None
+
+
+def test_time_waited_for_the_send_rate_comes_off_the_validity(fake: FakeTwilio) -> None:
+    """Rule sms.validity.window under a rate limit: the sender counts the validity before
+    the bucket's wait, so the channel hands over only what is left after it."""
+    channel = channel_for(fake)
+    channel.rate = RateLimit(1.0)  # one now, then one a second
+    ten_minutes = timedelta(minutes=10)
+
+    async def four() -> None:
+        for i in range(3):
+            await channel.deliver(replace(sms(message_id=f"r-{i}"), valid_for=ten_minutes))
+        # Waits about a second for its turn, with less than that left of its window.
+        late = replace(sms(message_id="r-late"), valid_for=timedelta(seconds=0.5))
+        with pytest.raises(TransientDelivery, match="window closed while the message waited"):
+            await channel.deliver(late)
+
+    asyncio.run(four())
+
+    periods = [int(r.form["ValidityPeriod"]) for r in fake.received]
+    assert len(periods) == 3 and periods[0] == 600
+    assert periods[2] <= 598 and periods[1] <= 599
