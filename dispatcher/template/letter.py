@@ -65,16 +65,27 @@ class _Compilers(threading.local):
 _COMPILERS = _Compilers()
 
 
-@lru_cache(maxsize=1)
-def _empty_root() -> tempfile.TemporaryDirectory[str]:
-    """The empty project root of this process's compilers (removed when it exits)."""
-    return tempfile.TemporaryDirectory(prefix="dispatcher-letter-")
+_ROOT_LOCK = threading.Lock()
+_ROOT: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def _empty_root() -> str:
+    """The empty project root of this process's compilers (removed when it exits).
+
+    Made once under a lock: two threads compiling their first letters at the same moment
+    must not each make one, or the one left unreferenced is removed (with its folder)
+    while the other thread's compiler still points at it.
+    """
+    with _ROOT_LOCK:
+        if not _ROOT:
+            _ROOT.append(tempfile.TemporaryDirectory(prefix="dispatcher-letter-"))
+        return _ROOT[0].name
 
 
 def _compiler(dirs: tuple[str, ...]) -> typst.Compiler:
     compiler = _COMPILERS.by_fonts.get(dirs)
     if compiler is None:
-        root = _empty_root().name
+        root = _empty_root()
         compiler = typst.Compiler(
             root=root,
             font_paths=_fonts(dirs),

@@ -250,3 +250,30 @@ def test_a_letter_without_a_country_uses_a4_din_5008(templates: TemplateSet) -> 
     pdf = compile_pdf(letter(templates, "late_day1", "en-US", country=""))
     page = PdfReader(io.BytesIO(pdf)).pages[0]
     assert float(page.mediabox.height) == pytest.approx(841.89, abs=1)
+
+
+def test_threads_compiling_their_first_letters_at_once_share_one_live_root() -> None:
+    """Two threads starting at the same moment once made two roots; the one dropped was
+    removed with its folder while a compiler still used it (FileNotFoundError)."""
+    import threading
+
+    from dispatcher.template import letter
+
+    saved = list(letter._ROOT)
+    letter._ROOT.clear()
+    start = threading.Barrier(8)
+    roots: list[str] = []
+
+    def first() -> None:
+        start.wait()
+        roots.append(letter._empty_root())
+
+    try:
+        threads = [threading.Thread(target=first) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(set(roots)) == 1 and Path(roots[0]).is_dir()
+    finally:
+        letter._ROOT[:] = saved or letter._ROOT
