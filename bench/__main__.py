@@ -430,7 +430,15 @@ def main() -> None:
     d.add_argument("--rate", type=float, default=50.0, help="the limit R (messages/s)")
     d.add_argument("--seconds", type=float, default=60.0, help="window measured at R")
     d.add_argument("--concurrency", type=int, default=8, help="as [send] concurrency")
+    r = sub.add_parser("render", help="SMS and email messages rendered per second, one core")
+    r.add_argument("--count", type=int, default=20_000, help="messages per run and template")
+    r.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if args.what == "render":
+        from bench.render import render
+
+        render(args.count, args.repeat)
+        return
     if args.what == "deliver":
         from bench.deliver import deliver
 

