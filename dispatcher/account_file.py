@@ -37,6 +37,7 @@ from phonenumbers import timezone as phone_timezone
 
 from dispatcher.domain.money import minor_digits
 from dispatcher.error import InputError
+from dispatcher.spreadsheet import csv_safe
 from dispatcher.zone import address_zone, country_zones, same_clock, zone_ok
 
 if TYPE_CHECKING:
@@ -855,7 +856,9 @@ class RejectWriter:
         cells = [str(rejected.line), rejected.reason]
         cells += [raw.get(key, "") for key in keys]
         cells += [value for key, value in raw.items() if key not in keys]
-        writer.writerow(cells)
+        # People open this file in a spreadsheet: a cell sent to us as a formula is
+        # written as text (an apostrophe first), never run.
+        writer.writerow([csv_safe(cell) for cell in cells])
         self._count += 1
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ from typing import IO, Any, BinaryIO, Final
 from dispatcher.channel import HandedLetter, Outbound, PrintBatch, Receipt
 from dispatcher.channel.batch_pdf import BatchPdfWriter
 from dispatcher.error import PermanentDelivery, TemplateError, TransientDelivery
-from dispatcher.service.export import csv_safe
+from dispatcher.spreadsheet import csv_safe
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import IO, Any, Literal
 
+from dispatcher.spreadsheet import csv_safe
+
 EXPORT_FIELDS = (
     "message_id",
     "account_id",
@@ -24,7 +26,6 @@ EXPORT_FIELDS = (
     "body_sha256",
     "hold_reason",
 )
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_record(row: Mapping[Any, Any]) -> dict[str, object]:
@@ -34,12 +35,6 @@ def export_record(row: Mapping[Any, Any]) -> dict[str, object]:
         value = row[name]
         record[name] = value.isoformat() if isinstance(value, datetime) else value
     return record
-
-
-def csv_safe(value: object) -> str:
-    """Neutralise spreadsheet formulas (CSV injection) in a cell we write."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def write_messages(

@@ -219,7 +219,7 @@ def test_run_once_history_and_export(initialised: Path) -> None:
     parsed = list(csv.DictReader(io.StringIO(csv_out.stdout)))
     assert len(parsed) == 5
     letter = next(r for r in parsed if r["channel"] == "letter")
-    assert "Jane Doe" in letter["recipient"] and "Boston" in letter["recipient"]
+    assert "Jane Doe" in letter["recipient"] and "BOSTON, MA 02110" in letter["recipient"]
 
     again = json.loads(run(initialised, "run-once", "--now", NOW.isoformat(), "--json").stdout)
     assert again["send"]["outcomes"] == []

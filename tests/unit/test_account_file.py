@@ -780,3 +780,46 @@ def test_phone_e164_normalises_as_the_importer_stores_phones(
     text: str, region: str | None, e164: str | None
 ) -> None:
     assert phone_e164(text, region) == e164
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+cell_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=40,
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    names=st.lists(
+        st.one_of(
+            cell_text,
+            st.sampled_from(FORMULA_STARTS).flatmap(lambda s: cell_text.map(lambda t: s + t)),
+            st.just('=HYPERLINK("http://evil.example","click me")'),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_reject_files_run_no_formula_and_lose_no_cell(names: list[str]) -> None:
+    """CSV injection: a reject file is opened in a spreadsheet, so a cell sent to us as a
+    formula (``=HYPERLINK(...)``) is written as text; stripping the one apostrophe the
+    writer added gives back exactly what was read (nothing lost, issue 8)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "accounts.csv"
+        # Every row is rejected (bad due date), with the hostile text as its name.
+        write(path, [good(f"A{i}", full_name=n, due_date="x") for i, n in enumerate(names)])
+        read_back = [r for r in read(path) if isinstance(r, Rejected)]
+        with RejectWriter.for_input(path) as rejects:
+            for rejected in read_back:
+                rejects.write(rejected)
+        with rejects.path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))[1:]
+    assert len(rows) == len(read_back) == len(names)
+    name_column = ["line", "reason", *COLUMNS].index("full_name")
+    for row, rejected in zip(rows, read_back, strict=True):
+        for cell in row:
+            assert not cell.startswith(FORMULA_STARTS)
+        written = row[name_column]
+        original = rejected.raw.get("full_name", "")
+        assert written == (f"'{original}" if original.startswith(FORMULA_STARTS) else original)
