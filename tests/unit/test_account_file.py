@@ -823,3 +823,52 @@ def test_reject_files_run_no_formula_and_lose_no_cell(names: list[str]) -> None:
         written = row[name_column]
         original = rejected.raw.get("full_name", "")
         assert written == (f"'{original}" if original.startswith(FORMULA_STARTS) else original)
+
+
+hostile_cell = st.one_of(
+    cell_text,
+    st.text(alphabet=',"\n\r;=+-@\t ', max_size=12),  # quoting, separators, formulas
+    st.just('=HYPERLINK("http://evil.example","x")'),
+    st.just("x" * 5000),
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.builds(lambda i: good(f"G{i}"), st.integers(0, 10**6)),
+            st.dictionaries(st.sampled_from(list(COLUMNS)), hostile_cell, max_size=6).map(
+                lambda cells: {**good("H"), **cells}
+            ),
+        ),
+        max_size=12,
+    ),
+    bom=st.booleans(),
+    latin1_row=st.booleans(),
+)
+def test_no_row_of_a_hostile_file_is_lost_or_invented(
+    rows: list[dict[str, str]], bom: bool, latin1_row: bool
+) -> None:
+    """Issue 8, import fuzz: whatever the cells hold (embedded newlines and quotes, formula
+    text, huge fields, a BOM, a row in another encoding), every record of the file comes
+    back once, parsed or rejected with its line, in file order: nothing lost, nothing
+    invented, nothing raised."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    data = buffer.getvalue().encode("utf-8")
+    records = len(rows)
+    if latin1_row:
+        data += "L1,Zoë Müller,10,EUR,2026-01-31\r\n".encode("latin-1")
+        records += 1
+    if bom:
+        data = b"\xef\xbb\xbf" + data
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "accounts.csv"
+        path.write_bytes(data)
+        results = read(path)
+    assert len(results) == records
+    lines = [r.line for r in results]
+    assert lines == sorted(lines) and len(set(lines)) == len(lines)
