@@ -261,18 +261,15 @@ class TemplateVersionStore:
         audit: Sequence[AuditEntry],
     ) -> None:
         """Mark a draft rejected, with the reason; StateChanged when it is no longer a draft."""
-        with self.engine.begin() as conn:
-            self._lock(conn, version.id)
-            self._move(
-                conn,
-                version,
-                VersionState.DRAFT,
-                state=VersionState.REJECTED.value,
-                rejected_by=who,
-                rejected_at=now,
-                note=note,
-            )
-            SqlStore._audit(conn, audit)
+        self._change(
+            version,
+            VersionState.DRAFT,
+            audit,
+            state=VersionState.REJECTED.value,
+            rejected_by=who,
+            rejected_at=now,
+            note=note,
+        )
 
     def retire(
         self,
@@ -284,17 +281,27 @@ class TemplateVersionStore:
         audit: Sequence[AuditEntry],
     ) -> None:
         """Retire an approved version without a successor: its template stops being sent."""
+        self._change(
+            version,
+            VersionState.APPROVED,
+            audit,
+            state=VersionState.RETIRED.value,
+            retired_by=who,
+            retired_at=now,
+            retire_note=note,
+        )
+
+    def _change(
+        self,
+        version: VersionRecord,
+        expected: VersionState,
+        audit: Sequence[AuditEntry],
+        **values: object,
+    ) -> None:
+        """Move ``version`` out of ``expected`` and audit it, in one locked transaction."""
         with self.engine.begin() as conn:
             self._lock(conn, version.id)
-            self._move(
-                conn,
-                version,
-                VersionState.APPROVED,
-                state=VersionState.RETIRED.value,
-                retired_by=who,
-                retired_at=now,
-                retire_note=note,
-            )
+            self._move(conn, version, expected, **values)
             SqlStore._audit(conn, audit)
 
     def _lock(self, conn: Connection, version_id: int) -> None:
