@@ -49,6 +49,8 @@ def strip_unsafe(text: str) -> str:
     Why: they are never part of a legitimate name or address, and they can hide or
     reorder the text of the template around the value.
     """
+    if text.isascii() and text.isprintable():
+        return text  # the common case, without a regex pass: printable ASCII has none
     return _UNSAFE.sub("", text)
 
 

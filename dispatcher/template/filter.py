@@ -8,15 +8,22 @@ template passes one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import (
+    format_currency,
+    format_decimal,
+    get_currency_precision,
+    get_decimal_symbol,
+    get_group_symbol,
+)
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
@@ -37,16 +44,113 @@ def babel_locale(locale: str) -> Locale:
         raise ValueError(f"unknown locale {locale!r}") from exc
 
 
+@lru_cache(maxsize=256)
 def canonical_locale(locale: str) -> str | None:
     """One spelling per locale (babel's, e.g. ``zh_Hans_CN`` for ``zh-CN``), or None.
 
     Why: ``zh-CN``, ``zh_CN`` and ``zh-Hans-CN`` name one locale; lookups by locale must
-    not depend on which spelling an import stored.
+    not depend on which spelling an import stored. Cached: every message asks.
     """
     try:
         return str(babel_locale(locale.replace("_", "-")))
     except ValueError:
         return None
+
+
+# Amounts at which a money shape is checked against babel before it is trusted: signs,
+# zero, rounding halves, every grouping length, and more digits than the currency has.
+_PROBES: Final = tuple(
+    Decimal(text)
+    for text in (
+        "0",
+        "0.004",
+        "0.005",
+        "0.015",
+        "0.5",
+        "1",
+        "-1",
+        "7.25",
+        "12.3",
+        "-45.678",
+        "123.45",
+        "999.995",
+        "1234.5",
+        "-1234.5",
+        "12345.67",
+        "123456.785",
+        "1234567.891",
+        "-1234567.891",
+        "12345678.9",
+        "123456789012.34",
+        "-0.001",
+    )
+)
+_PLAIN: Final = re.compile(r"-?\d{1,3}(?:,\d{3})*(?:\.\d+)?\Z")
+
+
+class MoneyShape:
+    """babel's currency format of one (locale, currency), learnt once and replayed.
+
+    Why: ``format_currency`` re-reads the locale data and re-parses its pattern on every
+    call (about 18 µs, 40 % of an SMS render). Most locales write an amount as a fixed
+    text before and after the number, grouped by three, with their own decimal and
+    group symbols; this class learns that text from babel's own output and then formats
+    with ``format()``, about ten times faster. :meth:`learn` accepts a shape only when it
+    reproduces babel exactly on :data:`_PROBES`; otherwise (Indian grouping, minimum
+    grouping digits, other digits, odd negative patterns) babel formats every amount.
+    babel stays the one source of locale data: this only remembers its answer's form.
+    """
+
+    __slots__ = ("_negative", "_positive", "_spec", "_symbols")
+
+    def __init__(
+        self,
+        spec: str,
+        symbols: dict[int, str],
+        positive: tuple[str, str],
+        negative: tuple[str, str],
+    ) -> None:
+        self._spec = spec
+        self._symbols = symbols
+        self._positive = positive
+        self._negative = negative
+
+    @classmethod
+    def learn(cls, loc: Locale, code: str) -> MoneyShape | None:
+        """The shape of ``code`` amounts in ``loc``, or None where babel must format."""
+        try:
+            digits = int(get_currency_precision(code))
+            symbols = {ord(","): get_group_symbol(loc), ord("."): get_decimal_symbol(loc)}
+            probe = Decimal("1234567.891")
+            spec = f",.{digits}f"
+            core = format(probe, spec).translate(symbols)
+            shapes = []
+            for value in (probe, -probe):
+                before, found, after = format_currency(value, code, locale=loc).partition(core)
+                if not found or core in after:
+                    return None
+                shapes.append((before, after))
+        except (ValueError, KeyError, UnknownLocaleError):
+            return None
+        shape = cls(spec, symbols, shapes[0], shapes[1])
+        for value in _PROBES:
+            if shape.format(value) != format_currency(value, code, locale=loc):
+                return None
+        return shape
+
+    def format(self, value: Decimal) -> str | None:
+        """``value`` as babel would write it, or None if this shape cannot say."""
+        if not value.is_finite() or value.adjusted() > 14:
+            return None  # babel's own answer (a text, or an error) for the improbable
+        number = format(value, self._spec)
+        if _PLAIN.match(number) is None:
+            return None
+        if number[0] == "-":
+            before, after = self._negative
+            number = number[1:]
+        else:
+            before, after = self._positive
+        return before + number.translate(self._symbols) + after
 
 
 def make_filters(locale: str) -> dict[str, Callable[..., Any]]:
@@ -57,11 +161,21 @@ def make_filters(locale: str) -> dict[str, Callable[..., Any]]:
     """
     loc = babel_locale(locale)
 
-    # One account's SMS, email and letter format the same amount and date: formatting
-    # through babel is the dearest step of a render, so each result is kept.
-    @lru_cache(maxsize=4096)
+    shapes: dict[str, MoneyShape | None] = {}
+
     def formatted_money(value: Number, code: str) -> str:
+        try:
+            shape = shapes[code]
+        except KeyError:
+            shape = shapes[code] = MoneyShape.learn(loc, code) if len(shapes) < 512 else None
+        if shape is not None and isinstance(value, Decimal | int) and not isinstance(value, bool):
+            text = shape.format(Decimal(value))
+            if text is not None:
+                return text
         return str(format_currency(value, code, locale=loc))
+
+    # One account's SMS, email and letter carry the same due date, and dates repeat
+    # across accounts: babel's date formatting is dear, so each result is kept.
 
     @lru_cache(maxsize=4096)
     def formatted_date(value: date, format: str) -> str:
