@@ -49,8 +49,10 @@ def strip_unsafe(text: str) -> str:
     Why: they are never part of a legitimate name or address, and they can hide or
     reorder the text of the template around the value.
     """
-    if text.isascii() and text.isprintable():
-        return text  # the common case, without a regex pass: printable ASCII has none
+    if text.isprintable():
+        # The common case, without a regex pass: every character removed below is a
+        # control (Cc) or format (Cf) character, and str.isprintable is False for both.
+        return text
     return _UNSAFE.sub("", text)
 
 

@@ -8,7 +8,6 @@ template passes one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -85,7 +84,6 @@ _PROBES: Final = tuple(
         "-0.001",
     )
 )
-_PLAIN: Final = re.compile(r"-?\d{1,3}(?:,\d{3})*(?:\.\d+)?\Z")
 
 
 class MoneyShape:
@@ -106,7 +104,7 @@ class MoneyShape:
     def __init__(
         self,
         spec: str,
-        symbols: dict[int, str],
+        symbols: tuple[str, str],
         positive: tuple[str, str],
         negative: tuple[str, str],
     ) -> None:
@@ -120,10 +118,10 @@ class MoneyShape:
         """The shape of ``code`` amounts in ``loc``, or None where babel must format."""
         try:
             digits = int(get_currency_precision(code))
-            symbols = {ord(","): get_group_symbol(loc), ord("."): get_decimal_symbol(loc)}
+            symbols = (get_group_symbol(loc), get_decimal_symbol(loc))
             probe = Decimal("1234567.891")
             spec = f",.{digits}f"
-            core = format(probe, spec).translate(symbols)
+            core = format(probe, spec).translate({ord(","): symbols[0], ord("."): symbols[1]})
             shapes = []
             for value in (probe, -probe):
                 before, found, after = format_currency(value, code, locale=loc).partition(core)
@@ -142,15 +140,16 @@ class MoneyShape:
         """``value`` as babel would write it, or None if this shape cannot say."""
         if not value.is_finite() or value.adjusted() > 14:
             return None  # babel's own answer (a text, or an error) for the improbable
-        number = format(value, self._spec)
-        if _PLAIN.match(number) is None:
-            return None
+        number = format(value, self._spec)  # "f" never writes an exponent
         if number[0] == "-":
             before, after = self._negative
             number = number[1:]
         else:
             before, after = self._positive
-        return before + number.translate(self._symbols) + after
+        group, decimal = self._symbols
+        if group != "," or decimal != ".":
+            number = number.replace(",", "\0").replace(".", decimal).replace("\0", group)
+        return before + number + after
 
 
 def make_filters(locale: str) -> dict[str, Callable[..., Any]]:
