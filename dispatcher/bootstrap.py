@@ -39,6 +39,7 @@ from dispatcher.service.template_lint import Severity, lint_directory
 from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.chain import AuditChainStore
+from dispatcher.store.ops import OpsStore
 from dispatcher.store.retention import RetentionStore
 from dispatcher.store.sql import SqlStore, configure_sqlite
 from dispatcher.store.template_version import TemplateVersionStore
@@ -240,6 +241,11 @@ class App:
     @cached_property
     def anchors(self) -> AnchorFile:
         return AnchorFile(self.settings.audit.anchor_file)
+
+    @cached_property
+    def ops(self) -> OpsStore:
+        """The ops pages' reads (a day's run, failures, sends per hour) and retries."""
+        return OpsStore(self.store.engine)
 
     @cached_property
     def retention(self) -> RetentionStore:
