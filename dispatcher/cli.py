@@ -31,8 +31,8 @@ from dispatcher.clock import RunningClock, SystemClock, parse_instant
 from dispatcher.domain.policy import PLACEABLE, HoldReason
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, InputError
-from dispatcher.service import audit_log, explainer, retention, simulator
-from dispatcher.service.export import write_messages
+from dispatcher.service import audit_log, explainer, ops, retention, simulator
+from dispatcher.service.export import audit_lines, write_messages
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
@@ -589,6 +589,21 @@ def messages_resolve(
     out.print(f"message {message_id} of {account_id} {then}", markup=False)
 
 
+@messages_app.command("retry")
+def messages_retry(
+    message_id: str,
+    note: Annotated[str, typer.Option(help="Why it should go again (kept in the audit log).")],
+    now: NowOption = None,
+) -> None:
+    """Queue a failed message again for one more attempt (house rule HR-40); audited.
+
+    The sender checks holds, the contact window, caps and the stage again before it goes.
+    """
+    wired, at = _app(), _now(now)
+    account_id = ops.retry_failed(wired.ops, message_id, actor=_actor(), note=note, now=at)
+    out.print(f"message {message_id} of {account_id} queued again", markup=False)
+
+
 def _plain(row: Mapping[Any, Any]) -> dict[str, object]:
     return {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()}
 
@@ -707,10 +722,17 @@ def retention_release(
     out.print(f"legal hold released on {account_id}")
 
 
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", help="Only before D (a date: its start, UTC; or an instant)"),
+]
+
+
 @export_app.command("messages")
 def export_messages(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
     since: Annotated[str | None, typer.Option("--since", help="Only changed on/after D")] = None,
+    until: UntilOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File (default stdout)")
     ] = None,
@@ -720,7 +742,7 @@ def export_messages(
         raise InputError(f"--format {fmt!r}: choose jsonl or csv")
     wired = _app()
     start = _since(since)
-    rows = wired.store.iter_messages(start)
+    rows = wired.store.iter_messages(start, _since(until))
     kind: Literal["jsonl", "csv"] = "jsonl" if fmt == "jsonl" else "csv"
     if output is None:
         write_messages(rows, sys.stdout, kind)
@@ -728,6 +750,30 @@ def export_messages(
     with output.open("w", encoding="utf-8", newline="") as handle:
         count = write_messages(rows, handle, kind)
     err.print(f"{count} messages written to {output}")
+
+
+@export_app.command("audit")
+def export_audit(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    since: Annotated[str | None, typer.Option("--since", help="Only written on/after D")] = None,
+    until: UntilOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout)")
+    ] = None,
+) -> None:
+    """Every audit record (event, actor, detail, its place in the chain), for auditors."""
+    if fmt not in ("jsonl", "csv"):
+        raise InputError(f"--format {fmt!r}: choose jsonl or csv")
+    wired = _app()
+    kind: Literal["jsonl", "csv"] = "jsonl" if fmt == "jsonl" else "csv"
+    lines = audit_lines(wired.store.iter_audit(_since(since), _since(until)), kind)
+    if output is None:
+        for line in lines:
+            sys.stdout.write(line)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        handle.writelines(lines)
+    err.print(f"audit records written to {output}")
 
 
 @app.command()

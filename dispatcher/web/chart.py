@@ -52,7 +52,7 @@ def sends_chart(hours: Sequence[HourSends], zone: ZoneInfo) -> Markup:
             f'<g class="bar" data-hour="{hour.hour.isoformat()}" data-total="{hour.total}">'
         )
         parts.append(f"<title>{escape(label)}</title>")
-        y = TOP + plot_h
+        y: float = TOP + plot_h
         for channel, n in hour.by_channel.items():
             if not n:
                 continue
@@ -65,4 +65,5 @@ def sends_chart(hours: Sequence[HourSends], zone: ZoneInfo) -> Markup:
             )
         parts.append("</g>")
     parts.append("</svg>")
-    return Markup("".join(parts))
+    # Safe: every text in it went through escape(); the rest are numbers we formatted.
+    return Markup("".join(parts))  # noqa: S704
