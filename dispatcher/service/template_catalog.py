@@ -533,13 +533,24 @@ class TemplateCatalog:
                 if info is None:
                     raise InputError(f"no draft and no file on disk for {' '.join(map(str, key))}")
                 label, texts = f"@{info.sha256[:12]} (on disk)", list(info.texts)
+        return self._diff(key, base, label, texts)
+
+    def diff_texts(self, key: TemplateKey, texts: Sequence[str]) -> VersionDiff:
+        """What wording not saved yet (the editor's) changes against the approved version."""
+        versions = self.versions.versions(*key)
+        base = next((v for v in versions if v.state is VersionState.APPROVED), None)
+        return self._diff(key, base, "(edited)", texts)
+
+    def _diff(
+        self, key: TemplateKey, base: VersionRecord | None, label: str, texts: Sequence[str]
+    ) -> VersionDiff:
         before = _texts(base) if base is not None else ["" for _ in texts]
         base_label = f"@{base.sha256[:12]} (approved)" if base is not None else "(none approved)"
         lines: list[str] = []
         for path, old, new in zip(part_paths(self.root, key), before, texts, strict=False):
             lines += difflib.unified_diff(
                 old.splitlines(keepends=True),
-                new.splitlines(keepends=True),
+                new.replace("\r\n", "\n").splitlines(keepends=True),
                 fromfile=f"{path} {base_label}",
                 tofile=f"{path} {label}",
             )
