@@ -42,6 +42,7 @@ from dispatcher.store.chain import AuditChainStore
 from dispatcher.store.retention import RetentionStore
 from dispatcher.store.sql import SqlStore, configure_sqlite
 from dispatcher.store.template_version import TemplateVersionStore
+from dispatcher.store.user import UserStore
 from dispatcher.template import TemplateSet
 from dispatcher.template.context import Creditor
 from dispatcher.template.letter import compile_pdf
@@ -240,6 +241,11 @@ class App:
     @cached_property
     def anchors(self) -> AnchorFile:
         return AnchorFile(self.settings.audit.anchor_file)
+
+    @cached_property
+    def users(self) -> UserStore:
+        """Web users, sessions and login attempts (docs/WEB.md)."""
+        return UserStore(self.store.engine)
 
     @cached_property
     def retention(self) -> RetentionStore:
