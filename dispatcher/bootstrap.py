@@ -43,6 +43,7 @@ from dispatcher.store.ops import OpsStore
 from dispatcher.store.retention import RetentionStore
 from dispatcher.store.sql import SqlStore, configure_sqlite
 from dispatcher.store.template_version import TemplateVersionStore
+from dispatcher.store.user import UserStore
 from dispatcher.template import TemplateSet
 from dispatcher.template.context import Creditor
 from dispatcher.template.letter import compile_pdf
@@ -246,6 +247,11 @@ class App:
     def ops(self) -> OpsStore:
         """The ops pages' reads (a day's run, failures, sends per hour) and retries."""
         return OpsStore(self.store.engine)
+
+    @cached_property
+    def users(self) -> UserStore:
+        """Web users, sessions and login attempts (docs/WEB.md)."""
+        return UserStore(self.store.engine)
 
     @cached_property
     def retention(self) -> RetentionStore:

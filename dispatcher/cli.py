@@ -39,6 +39,7 @@ from dispatcher.service.sender import SendReport
 from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml
 from dispatcher.store.schema import INITIAL
 from dispatcher.templates_cli import catalog_summary, templates_app
+from dispatcher.users_cli import users_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -57,6 +58,7 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(export_app, name="export")
 app.add_typer(hold_app, name="hold")
 app.add_typer(templates_app, name="templates")
+app.add_typer(users_app, name="users")
 messages_app = typer.Typer(no_args_is_help=True, help="Settle messages by hand.")
 app.add_typer(messages_app, name="messages")
 
