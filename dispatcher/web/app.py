@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from dispatcher.web.auditor import auditor_router
 from dispatcher.web.auth import (
     Forbidden,
     LoginRequired,
@@ -25,7 +26,9 @@ from dispatcher.web.auth import (
     forbidden_page,
     login_redirect,
 )
+from dispatcher.web.compliance import compliance_router
 from dispatcher.web.home import home_router
+from dispatcher.web.ops import ops_router
 from dispatcher.web.page import STATIC, security_headers
 from dispatcher.web.user import user_router
 from dispatcher.web.webhook import webhook_router
@@ -66,6 +69,9 @@ def create_app(service: Service) -> FastAPI:
     app.add_exception_handler(LoginRequired, login_redirect)
     app.add_exception_handler(Forbidden, forbidden_page)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for router in (auth_router(), home_router(), user_router()):
+    pages = (auth_router(), home_router(), user_router())
+    # Compliance, ops and auditor pages (docs/WEB.md).
+    pages += (compliance_router(), ops_router(), auditor_router())
+    for router in pages:
         app.include_router(router)
     return app

@@ -9,49 +9,56 @@ Every download is itself an audit record: who took which records (house rule HR-
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from dispatcher.domain.access import Role
 from dispatcher.error import InputError
 from dispatcher.service import ops
 from dispatcher.service.export import audit_lines, message_lines
 from dispatcher.store.sql import AuditEntry
-from dispatcher.web.desk import Desk
+from dispatcher.web.auth import require, service_of
+from dispatcher.web.page import render
+from dispatcher.web.session import Visitor
 
-ROLES = ("auditor", "admin")
+STAFF = require(Role.AUDITOR, Role.ADMIN)
 EXPORTED_EVENT = "records_exported"
 MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 
 
-def auditor_router(desk: Desk) -> APIRouter:
-    router = APIRouter(prefix="/auditor")
-    staff = Depends(desk.require(*ROLES))
+def auditor_router() -> APIRouter:
+    router = APIRouter()
+    staff = Depends(STAFF)
 
-    def page(request: Request, user: Any, error: str | None = None, **chosen: str) -> HTMLResponse:
-        today = desk.clock.now().astimezone(ops.zone_of(desk.app.settings.default_timezone))
+    def page(
+        request: Request, visitor: Visitor, error: str | None = None, **chosen: str
+    ) -> HTMLResponse:
+        service = service_of(request)
+        default_zone = service.app.settings.default_timezone
+        today = service.clock.now().astimezone(ops.zone_of(default_zone))
         values = {
             "start": (today.date() - timedelta(days=7)).isoformat(),
             "end": today.date().isoformat(),
             "kind": "messages",
             "format": "csv",
-            "tz": desk.app.settings.default_timezone,
+            "tz": default_zone,
             **chosen,
         }
-        return desk.page(
+        return render(
             request,
             "auditor/export.html",
-            user,
+            visitor,
             {"error": error, "chosen": values},
             status_code=400 if error else 200,
         )
 
-    @router.get("", response_class=HTMLResponse)
-    def export_form(request: Request, user: Any = staff) -> HTMLResponse:
-        return page(request, user)
+    @router.get("/auditor", response_class=HTMLResponse)
+    def export_form(request: Request, visitor: Visitor = staff) -> HTMLResponse:
+        return page(request, visitor)
 
-    @router.post("/export", dependencies=desk.posted(), response_model=None)
+    @router.post("/auditor/export", response_model=None)
     def export(
         request: Request,
         start: Annotated[str, Form()],
@@ -59,29 +66,30 @@ def auditor_router(desk: Desk) -> APIRouter:
         kind: Annotated[str, Form()] = "messages",
         format: Annotated[str, Form()] = "csv",
         tz: Annotated[str, Form()] = "",
-        user: Any = staff,
+        visitor: Visitor = staff,
     ) -> HTMLResponse | StreamingResponse:
         """The records of the local days ``start`` to ``end`` (both included), streamed."""
+        service = service_of(request)
+        app = service.app
         chosen = {"start": start, "end": end, "kind": kind, "format": format, "tz": tz}
         try:
-            zone = ops.zone_of(tz or desk.app.settings.default_timezone)
+            zone = ops.zone_of(tz or app.settings.default_timezone)
             first, last = date.fromisoformat(start), date.fromisoformat(end)
         except (InputError, ValueError) as exc:
-            return page(request, user, f"{exc}", **chosen)
+            return page(request, visitor, f"{exc}", **chosen)
         if last < first:
-            return page(request, user, "the range ends before it starts", **chosen)
+            return page(request, visitor, "the range ends before it starts", **chosen)
         if kind not in ("messages", "audit") or format not in MEDIA:
-            return page(request, user, "choose messages or audit, CSV or JSON lines", **chosen)
+            return page(request, visitor, "choose messages or audit, CSV or JSON lines", **chosen)
         since = datetime.combine(first, time(0), tzinfo=zone)
         until = datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone)
         fmt: Literal["jsonl", "csv"] = "csv" if format == "csv" else "jsonl"
-        who = desk.user_name(user)
-        desk.app.store.audit(
+        app.store.audit(
             [
                 AuditEntry(
                     EXPORTED_EVENT,
-                    who,
-                    desk.clock.now(),
+                    visitor.actor,
+                    service.clock.now(),
                     detail={
                         "kind": kind,
                         "format": fmt,
@@ -92,9 +100,9 @@ def auditor_router(desk: Desk) -> APIRouter:
             ]
         )
         if kind == "messages":
-            lines = message_lines(desk.app.store.iter_messages(since, until), fmt)
+            lines = message_lines(app.store.iter_messages(since, until), fmt)
         else:
-            lines = audit_lines(desk.app.store.iter_audit(since, until), fmt)
+            lines = audit_lines(app.store.iter_audit(since, until), fmt)
         filename = f"dispatcher-{kind}-{first.isoformat()}-{last.isoformat()}.{fmt}"
         return StreamingResponse(
             lines,

@@ -10,11 +10,13 @@ approves.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from dispatcher.bootstrap import App
+from dispatcher.domain.access import Role
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.domain.template_version import VersionState, same_person
 from dispatcher.error import InputError, StoreError, TemplateError
@@ -26,11 +28,14 @@ from dispatcher.service.template_desk import (
     template_rows,
     texts_of,
 )
+from dispatcher.service.template_lint import Finding
 from dispatcher.store.sql import AuditEntry
 from dispatcher.store.template_version import TemplateKey, VersionRecord
-from dispatcher.web.desk import Desk
+from dispatcher.web.auth import require, service_of
+from dispatcher.web.page import render
+from dispatcher.web.session import Visitor
 
-ROLES = ("compliance", "admin")
+STAFF = require(Role.COMPLIANCE, Role.ADMIN)
 PART_NAMES = {
     ChannelKind.SMS: ("text",),
     ChannelKind.EMAIL: ("text", "HTML"),
@@ -38,112 +43,65 @@ PART_NAMES = {
 }
 
 
-def compliance_router(desk: Desk) -> APIRouter:
-    router = APIRouter(prefix="/compliance")
-    staff = Depends(desk.require(*ROLES))
-    posted = desk.posted()
+def compliance_router() -> APIRouter:
+    router = APIRouter()
+    staff = Depends(STAFF)
 
-    def key_of(channel: str, name: str, locale: str) -> TemplateKey:
-        """The template, or 404: only templates the catalog or the disk knows."""
-        try:
-            kind = ChannelKind(channel)
-        except ValueError:
-            raise HTTPException(404, f"no channel {channel!r}") from None
-        key = (kind, name, locale)
-        statuses, _problem = desk.app.catalog.status()
-        if not any(s.key == key for s in statuses):
-            raise HTTPException(404, f"no template {channel} {name} {locale}")
-        return key
-
-    def versions(key: TemplateKey) -> list[VersionRecord]:
-        return desk.app.catalog.versions.versions(*key)
-
-    @router.get("", include_in_schema=False)
-    def home(user: Any = staff) -> Response:
+    @router.get("/compliance", include_in_schema=False)
+    def home(visitor: Visitor = staff) -> Response:
         return RedirectResponse("/compliance/templates", status_code=303)
 
-    @router.get("/templates", response_class=HTMLResponse)
+    @router.get("/compliance/templates", response_class=HTMLResponse)
     def template_list(
         request: Request,
-        user: Any = staff,
+        visitor: Visitor = staff,
         channel: str = "",
         stage: str = "",
         locale: str = "",
     ) -> HTMLResponse:
         """Every template by channel, stage and locale with its state."""
-        statuses, problem = desk.app.catalog.status()
+        app = app_of(request)
+        statuses, problem = app.catalog.status()
         kind = ChannelKind(channel) if channel in ChannelKind._value2member_map_ else None
+        every = template_rows(statuses, app.strategy)
         rows = template_rows(
-            statuses, desk.app.strategy, channel=kind, stage=stage or None, locale=locale or None
+            statuses, app.strategy, channel=kind, stage=stage or None, locale=locale or None
         )
-        every = template_rows(statuses, desk.app.strategy)
-        return desk.page(
+        return render(
             request,
             "compliance/templates.html",
-            user,
+            visitor,
             {
                 "rows": rows,
                 "problem": problem,
                 "chosen": {"channel": channel, "stage": stage, "locale": locale},
                 "channels": [k.value for k in ChannelKind],
-                "stages": [s.id for s in desk.app.strategy.stages],
+                "stages": [s.id for s in app.strategy.stages],
                 "locales": sorted({r.key[2] for r in every}),
             },
         )
 
-    def editor(
-        request: Request,
-        user: Any,
-        key: TemplateKey,
-        texts: list[str],
-        *,
-        shown: Preview | None = None,
-        error: str | None = None,
-        data: str = "sample",
-        account_id: str = "",
-        status_code: int = 200,
-    ) -> HTMLResponse:
-        found = versions(key)
-        diff = desk.app.catalog.diff_texts(key, texts) if shown is not None else None
-        return desk.page(
-            request,
-            "compliance/editor.html",
-            user,
-            {
-                "key": key,
-                "parts": list(zip(PART_NAMES[key[0]], texts, strict=True)),
-                "versions": found,
-                "approved": next((v for v in found if v.state is VersionState.APPROVED), None),
-                "preview": shown,
-                "diff": diff,
-                "error": error,
-                "data": data,
-                "account_id": account_id,
-            },
-            status_code=status_code,
-        )
-
-    @router.get("/templates/{channel}/{name}/{locale}", response_class=HTMLResponse)
+    @router.get("/compliance/templates/{channel}/{name}/{locale}", response_class=HTMLResponse)
     def edit_page(
-        request: Request, channel: str, name: str, locale: str, user: Any = staff, start: str = ""
+        request: Request,
+        channel: str,
+        name: str,
+        locale: str,
+        visitor: Visitor = staff,
+        start: str = "",
     ) -> HTMLResponse:
         """The editor, holding a chosen version (``start``), else the newest draft, else
         the approved wording, else the file on disk."""
-        key = key_of(channel, name, locale)
-        found = versions(key)
+        app = app_of(request)
+        key = key_of(app, channel, name, locale)
+        found = app.catalog.versions.versions(*key)
         chosen = next((v for v in found if start and v.sha256.startswith(start)), None)
         chosen = chosen or next((v for v in reversed(found) if v.state is VersionState.DRAFT), None)
         chosen = chosen or next((v for v in found if v.state is VersionState.APPROVED), None)
-        if chosen is not None:
-            texts = texts_of(chosen)
-        else:
-            info = desk.app.templates.info(*key)
-            texts = list(info.texts)
-        return editor(request, user, key, texts)
+        texts = texts_of(chosen) if chosen is not None else list(app.templates.info(*key).texts)
+        return editor(request, visitor, key, texts)
 
-    @router.post(
-        "/templates/{channel}/{name}/{locale}", response_class=HTMLResponse, dependencies=posted
-    )
+    @router.post("/compliance/templates/{channel}/{name}/{locale}", response_class=HTMLResponse)
     def edit_action(
         request: Request,
         channel: str,
@@ -154,26 +112,28 @@ def compliance_router(desk: Desk) -> APIRouter:
         html: Annotated[str | None, Form()] = None,
         data: Annotated[str, Form()] = "sample",
         account_id: Annotated[str, Form()] = "",
-        user: Any = staff,
+        visitor: Visitor = staff,
     ) -> Response:
         """Preview the edited wording (nothing stored), or save it as a draft by you."""
-        key = key_of(channel, name, locale)
+        service = service_of(request)
+        app = service.app
+        key = key_of(app, channel, name, locale)
         texts = [text] if key[0] is not ChannelKind.EMAIL else [text, html or ""]
-        author = desk.user_name(user)
-        now = desk.clock.now()
+        now = service.clock.now()
         if action == "save":
             try:
-                version, _new = desk.app.catalog.draft(key, texts, author=author, now=now)
+                # The author is the logged-in person, never a name typed in (HR-42).
+                version, _new = app.catalog.draft(key, texts, author=visitor.name, now=now)
             except (TemplateError, InputError) as exc:
-                return editor(request, user, key, texts, error=str(exc), status_code=400)
+                return editor(request, visitor, key, texts, error=str(exc), status_code=400)
             return RedirectResponse(_version_url(key, version.sha256), status_code=303)
         account = None
         if data == "account":
-            account = desk.app.store.account(account_id.strip())
+            account = app.store.account(account_id.strip())
             if account is None:
                 return editor(
                     request,
-                    user,
+                    visitor,
                     key,
                     texts,
                     error=f"no account {account_id.strip()!r}",
@@ -182,11 +142,11 @@ def compliance_router(desk: Desk) -> APIRouter:
                     status_code=400,
                 )
             # Who looked at whose data, when: a preview shows the customer's details.
-            desk.app.store.audit(
+            app.store.audit(
                 [
                     AuditEntry(
                         "account_viewed",
-                        author,
+                        visitor.actor,
                         now,
                         account.account_id,
                         detail={"page": "template preview", "template": " ".join(map(str, key))},
@@ -194,61 +154,23 @@ def compliance_router(desk: Desk) -> APIRouter:
                 ]
             )
         shown = preview(
-            desk.app.catalog,
-            desk.app.strategy,
-            desk.app.policies,
-            key,
-            texts,
-            account=account,
-            now=now,
+            app.catalog, app.strategy, app.policies, key, texts, account=account, now=now
         )
-        return editor(request, user, key, texts, shown=shown, data=data, account_id=account_id)
+        return editor(request, visitor, key, texts, shown=shown, data=data, account_id=account_id)
 
-    def version_page(
-        request: Request,
-        user: Any,
-        key: TemplateKey,
-        sha: str,
-        *,
-        error: str | None = None,
-        findings: list[Any] | None = None,
-        status_code: int = 200,
-    ) -> HTMLResponse:
-        catalog = desk.app.catalog
-        try:
-            version = catalog.find(key, sha)
-        except InputError:
-            raise HTTPException(404, f"no version {sha} of this template") from None
-        shown = preview(catalog, desk.app.strategy, desk.app.policies, key, texts_of(version))
-        return desk.page(
-            request,
-            "compliance/version.html",
-            user,
-            {
-                "key": key,
-                "version": version,
-                "parts": list(zip(PART_NAMES[key[0]], texts_of(version), strict=True)),
-                "diff": catalog.diff(key, version.sha256),
-                "preview": shown,
-                "error": error,
-                "refusal_findings": findings or [],
-                "own": same_person(version.author, desk.user_name(user)),
-                "done": request.query_params.get("done"),
-            },
-            status_code=status_code,
-        )
-
-    @router.get("/templates/{channel}/{name}/{locale}/{sha}", response_class=HTMLResponse)
+    @router.get(
+        "/compliance/templates/{channel}/{name}/{locale}/{sha}", response_class=HTMLResponse
+    )
     def show_version(
-        request: Request, channel: str, name: str, locale: str, sha: str, user: Any = staff
+        request: Request, channel: str, name: str, locale: str, sha: str, visitor: Visitor = staff
     ) -> HTMLResponse:
         """One version: its wording, diff against the approved one, lint, approve/reject."""
-        return version_page(request, user, key_of(channel, name, locale), sha)
+        key = key_of(app_of(request), channel, name, locale)
+        return version_page(request, visitor, key, sha)
 
     @router.post(
-        "/templates/{channel}/{name}/{locale}/{sha}/{decision}",
+        "/compliance/templates/{channel}/{name}/{locale}/{sha}/{decision}",
         response_class=HTMLResponse,
-        dependencies=posted,
     )
     def decide(
         request: Request,
@@ -258,23 +180,24 @@ def compliance_router(desk: Desk) -> APIRouter:
         sha: str,
         decision: str,
         note: Annotated[str, Form()] = "",
-        user: Any = staff,
+        visitor: Visitor = staff,
     ) -> Response:
         """Approve (a second person only) or reject (with a comment) a draft."""
-        key = key_of(channel, name, locale)
-        who = desk.user_name(user)
-        catalog = desk.app.catalog
+        service = service_of(request)
+        catalog = service.app.catalog
+        key = key_of(service.app, channel, name, locale)
+        now = service.clock.now()
         try:
             if decision == "approve":
-                catalog.approve(key, sha, approver=who, now=desk.clock.now(), note=note)
+                catalog.approve(key, sha, approver=visitor.name, now=now, note=note)
             elif decision == "reject":
-                catalog.reject(key, sha, who=who, note=note, now=desk.clock.now())
+                catalog.reject(key, sha, who=visitor.name, note=note, now=now)
             else:
                 raise HTTPException(404, f"no action {decision!r}")
         except ApprovalRefused as exc:
             return version_page(
                 request,
-                user,
+                visitor,
                 key,
                 sha,
                 error=f"refused by {exc.refusal}",
@@ -282,19 +205,105 @@ def compliance_router(desk: Desk) -> APIRouter:
                 status_code=409,
             )
         except StoreError as exc:  # someone acted on it meanwhile
-            return version_page(request, user, key, sha, error=str(exc), status_code=409)
+            return version_page(request, visitor, key, sha, error=str(exc), status_code=409)
         except InputError as exc:
-            return version_page(request, user, key, sha, error=str(exc), status_code=400)
+            return version_page(request, visitor, key, sha, error=str(exc), status_code=400)
         done = "approved" if decision == "approve" else "rejected"
         return RedirectResponse(f"{_version_url(key, sha)}?done={done}", status_code=303)
 
-    @router.get("/policies", response_class=HTMLResponse)
-    def policies(request: Request, user: Any = staff) -> HTMLResponse:
+    @router.get("/compliance/policies", response_class=HTMLResponse)
+    def policies(request: Request, visitor: Visitor = staff) -> HTMLResponse:
         """The policy packs, holds, approval rules and the strategy, read-only, with sources."""
-        overview = policy_overview(desk.app.policies, desk.app.strategy)
-        return desk.page(request, "compliance/policies.html", user, {"overview": overview})
+        app = app_of(request)
+        overview = policy_overview(app.policies, app.strategy)
+        return render(request, "compliance/policies.html", visitor, {"overview": overview})
 
     return router
+
+
+def app_of(request: Request) -> App:
+    return service_of(request).app
+
+
+def key_of(app: App, channel: str, name: str, locale: str) -> TemplateKey:
+    """The template, or 404: only templates the catalog or the disk knows."""
+    try:
+        kind = ChannelKind(channel)
+    except ValueError:
+        raise HTTPException(404, f"no channel {channel!r}") from None
+    key = (kind, name, locale)
+    statuses, _problem = app.catalog.status()
+    if not any(s.key == key for s in statuses):
+        raise HTTPException(404, f"no template {channel} {name} {locale}")
+    return key
+
+
+def editor(
+    request: Request,
+    visitor: Visitor,
+    key: TemplateKey,
+    texts: list[str],
+    *,
+    shown: Preview | None = None,
+    error: str | None = None,
+    data: str = "sample",
+    account_id: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
+    app = app_of(request)
+    found = app.catalog.versions.versions(*key)
+    return render(
+        request,
+        "compliance/editor.html",
+        visitor,
+        {
+            "key": key,
+            "parts": list(zip(PART_NAMES[key[0]], texts, strict=True)),
+            "versions": found,
+            "approved": next((v for v in found if v.state is VersionState.APPROVED), None),
+            "preview": shown,
+            "diff": app.catalog.diff_texts(key, texts) if shown is not None else None,
+            "error": error,
+            "data": data,
+            "account_id": account_id,
+        },
+        status_code=status_code,
+    )
+
+
+def version_page(
+    request: Request,
+    visitor: Visitor,
+    key: TemplateKey,
+    sha: str,
+    *,
+    error: str | None = None,
+    findings: list[Finding] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    app = app_of(request)
+    try:
+        version: VersionRecord = app.catalog.find(key, sha)
+    except InputError:
+        raise HTTPException(404, f"no version {sha} of this template") from None
+    texts = texts_of(version)
+    return render(
+        request,
+        "compliance/version.html",
+        visitor,
+        {
+            "key": key,
+            "version": version,
+            "parts": list(zip(PART_NAMES[key[0]], texts, strict=True)),
+            "diff": app.catalog.diff(key, version.sha256),
+            "preview": preview(app.catalog, app.strategy, app.policies, key, texts),
+            "error": error,
+            "refusal_findings": findings or [],
+            "own": same_person(version.author, visitor.name),
+            "done": request.query_params.get("done"),
+        },
+        status_code=status_code,
+    )
 
 
 def _version_url(key: TemplateKey, sha: str) -> str:

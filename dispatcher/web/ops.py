@@ -9,42 +9,49 @@ logged-in person, with a note, audited, and only for a message that failed.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from dispatcher.domain.access import Role
 from dispatcher.error import InputError
 from dispatcher.service import ops
+from dispatcher.web.auth import require, service_of
 from dispatcher.web.chart import sends_chart
-from dispatcher.web.desk import Desk
+from dispatcher.web.page import render
+from dispatcher.web.session import Visitor
 
-ROLES = ("ops", "admin")
+STAFF = require(Role.OPS, Role.ADMIN)
 
 
-def ops_router(desk: Desk) -> APIRouter:
-    router = APIRouter(prefix="/ops")
-    staff = Depends(desk.require(*ROLES))
+def ops_router() -> APIRouter:
+    router = APIRouter()
+    staff = Depends(STAFF)
 
-    @router.get("", response_class=HTMLResponse)
-    def today(request: Request, user: Any = staff, day: str = "", tz: str = "") -> HTMLResponse:
+    @router.get("/ops", response_class=HTMLResponse)
+    def today(
+        request: Request, visitor: Visitor = staff, day: str = "", tz: str = ""
+    ) -> HTMLResponse:
         """The run of a local day (default: today in the service's default time zone)."""
+        service = service_of(request)
+        app = service.app
         try:
-            zone = ops.zone_of(tz or desk.app.settings.default_timezone)
+            zone = ops.zone_of(tz or app.settings.default_timezone)
         except InputError as exc:
             raise HTTPException(400, str(exc)) from None
-        now = desk.clock.now()
+        now = service.clock.now()
         try:
             chosen = date.fromisoformat(day) if day else now.astimezone(zone).date()
         except ValueError:
             raise HTTPException(400, f"day {day!r}: give YYYY-MM-DD") from None
-        run = ops.day_run(desk.app.store, desk.app.ops, chosen, zone, now)
-        hours = ops.sends_per_hour(desk.app.ops, now)
-        return desk.page(
+        run = ops.day_run(app.store, app.ops, chosen, zone, now)
+        hours = ops.sends_per_hour(app.ops, now)
+        return render(
             request,
             "ops/today.html",
-            user,
+            visitor,
             {
                 "run": run,
                 "zone": zone,
@@ -56,23 +63,25 @@ def ops_router(desk: Desk) -> APIRouter:
             },
         )
 
-    @router.post("/messages/{message_id}/retry", dependencies=desk.posted())
+    @router.post("/ops/messages/{message_id}/retry")
     def retry(
+        request: Request,
         message_id: str,
         note: Annotated[str, Form()] = "",
         day: Annotated[str, Form()] = "",
         tz: Annotated[str, Form()] = "",
-        user: Any = staff,
+        visitor: Visitor = staff,
     ) -> Response:
         """Queue a failed message again: one more attempt, audited with who and why."""
+        service = service_of(request)
         back = {k: v for k, v in (("day", day), ("tz", tz)) if v}
         try:
             ops.retry_failed(
-                desk.app.ops,
+                service.app.ops,
                 message_id,
-                actor=desk.user_name(user),
+                actor=visitor.actor,
                 note=note or "retried from the ops page",
-                now=desk.clock.now(),
+                now=service.clock.now(),
             )
         except InputError as exc:
             back["error"] = str(exc)
