@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -69,7 +69,7 @@ def create_app(service: Service) -> FastAPI:
     app.add_exception_handler(LoginRequired, login_redirect)
     app.add_exception_handler(Forbidden, forbidden_page)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    pages = (auth_router(), home_router(), user_router())
+    pages: tuple[APIRouter, ...] = (auth_router(), home_router(), user_router())
     # Compliance, ops and auditor pages (docs/WEB.md).
     pages += (compliance_router(), ops_router(), auditor_router())
     for router in pages:

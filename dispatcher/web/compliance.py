@@ -31,6 +31,7 @@ from dispatcher.service.template_desk import (
 from dispatcher.service.template_lint import Finding
 from dispatcher.store.sql import AuditEntry
 from dispatcher.store.template_version import TemplateKey, VersionRecord
+from dispatcher.template import compile_pdf
 from dispatcher.web.auth import require, service_of
 from dispatcher.web.page import render
 from dispatcher.web.session import Visitor
@@ -156,6 +157,14 @@ def compliance_router() -> APIRouter:
         shown = preview(
             app.catalog, app.strategy, app.policies, key, texts, account=account, now=now
         )
+        if action == "pdf" and key[0] is ChannelKind.LETTER and shown.message is not None:
+            # The letter as the print house gets it (Typst compiled to PDF/A).
+            pdf = compile_pdf(shown.message.body)
+            return Response(
+                pdf,
+                media_type="application/pdf",
+                headers={"Content-Disposition": f'inline; filename="{key[1]}.{key[2]}.pdf"'},
+            )
         return editor(request, visitor, key, texts, shown=shown, data=data, account_id=account_id)
 
     @router.get(

@@ -251,3 +251,49 @@ def test_the_auditor_downloads_messages_as_csv_and_audit_records_as_jsonl(
     assert [json.loads(e["detail"])["kind"] for e in exported[-2:]] == ["messages", "audit"]
     assert {e["actor"] for e in exported} == {"web:audrey"}
     assert "records_exported" in {r["event"] for r in records}
+
+
+def test_a_preview_for_a_hostile_customer_name_renders_inert_and_is_audited(
+    desk: Served, page: Page
+) -> None:
+    log_in(page, desk, "cora")
+    page.goto(desk.url("/compliance/templates/email/mid_day1/en-US"))
+    page.check("input[name=data][value=account]")
+    page.fill("input[name=account_id]", "X-400")
+    page.click("button[value=preview]")
+    rendered = page.locator("[data-testid=rendered]").inner_text()
+    assert "<script>window.__pwned = 1</script>" in rendered  # shown as the text it is
+    assert page.evaluate("window.__pwned") is None
+    assert page.frame_locator("iframe.html-part").locator("script").count() == 0
+    screenshot(page, "compliance-preview-account")
+    viewed = audit_events(desk.app, "account_viewed")[-1]
+    assert (viewed["actor"], viewed["account_id"]) == ("web:cora", "X-400")
+    # An unknown account is said so, and nothing is audited for it.
+    page.fill("input[name=account_id]", "NOPE-1")
+    page.click("button[value=preview]")
+    assert "no account 'NOPE-1'" in page.locator("[data-testid=error]").inner_text()
+    assert audit_events(desk.app, "account_viewed")[-1]["id"] == viewed["id"]
+
+
+def test_a_letter_is_previewed_as_its_pdf(desk: Served, page: Page) -> None:
+    log_in(page, desk, "carl")
+    url = "/compliance/templates/letter/mid_day15/en-US"
+    page.goto(desk.url(url))
+    token = page.input_value("[data-testid=editor] input[name=csrf_token]")
+    text = page.input_value("textarea[name=text]")
+    answer = page.request.post(
+        desk.url(url), form={"text": text, "action": "pdf", "csrf_token": token}
+    )
+    assert answer.status == 200 and answer.headers["content-type"] == "application/pdf"
+    assert answer.body().startswith(b"%PDF-")
+
+
+def test_an_export_range_that_ends_before_it_starts_is_refused(desk: Served, page: Page) -> None:
+    log_in(page, desk, "audrey")
+    page.goto(desk.url("/auditor"))
+    before = len(audit_events(desk.app, "records_exported"))
+    page.fill("input[name=start]", "2026-06-10")
+    page.fill("input[name=end]", "2026-06-01")
+    page.click("[data-testid=export] button")
+    assert "ends before it starts" in page.locator("[data-testid=error]").inner_text()
+    assert len(audit_events(desk.app, "records_exported")) == before
