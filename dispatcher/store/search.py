@@ -16,7 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, literal_column, or_, select, table, text
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    TextClause,
+    and_,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.engine import Connection, RowMapping
 
 from dispatcher.domain.search import SearchTerms, fts_phrase, like_pattern
@@ -24,6 +35,7 @@ from dispatcher.store.sql import ACCOUNT
 
 SEARCH_TABLE = "account_search"  # made by migration 0009 (schema.NOT_MODELLED)
 _TEXT = "{account_id full_name email}"
+_PG_TEXT = "(account.account_id || ' ' || account.full_name || ' ' || coalesce(account.email, ''))"
 
 
 class AccountSearch:
@@ -68,21 +80,17 @@ class AccountSearch:
 
     @staticmethod
     def _postgresql(conn: Connection, terms: SearchTerms, limit: int) -> list[RowMapping]:
-        conditions = []
+        # The very expression of the index ix_account_trgm_text, so the planner uses it.
+        conditions: list[ColumnElement[bool] | TextClause] = []
+        params: dict[str, str] = {}
         if terms.words:
+            for i, word in enumerate(terms.words):
+                params[f"w{i}"] = like_pattern(word)
             conditions.append(
-                and_(
-                    *(
-                        or_(
-                            ACCOUNT.c.account_id.ilike(like_pattern(w), escape="\\"),
-                            ACCOUNT.c.full_name.ilike(like_pattern(w), escape="\\"),
-                            ACCOUNT.c.email.ilike(like_pattern(w), escape="\\"),
-                        )
-                        for w in terms.words
-                    )
-                )
+                and_(*(text(f"{_PG_TEXT} ILIKE :w{i}") for i in range(len(terms.words))))
             )
-        for digits in terms.phone_digits:
-            conditions.append(ACCOUNT.c.phone.like(like_pattern(digits), escape="\\"))
+        for i, digits in enumerate(terms.phone_digits):
+            params[f"p{i}"] = like_pattern(digits)
+            conditions.append(text(f"account.phone LIKE :p{i}"))
         query = select(ACCOUNT).where(or_(*conditions)).limit(limit)
-        return list(conn.execute(query).mappings())
+        return list(conn.execute(query, params).mappings())

@@ -65,19 +65,23 @@ def upgrade() -> None:
     _create_search()
 
 
-_SEARCH_COLUMNS = ("account_id", "full_name", "email", "phone")
-
-
 def _create_search() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         # pg_trgm is a trusted extension (PostgreSQL 13+): the database's owner may create it.
+        # Two indexes, not four: id, name and email as one text (a word never spans the
+        # spaces between them), and the phone. fastupdate off: the import's many small
+        # inserts cost less than the pending list's merges (measured: bench search).
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-        for column in _SEARCH_COLUMNS:
-            op.execute(
-                f"CREATE INDEX ix_account_trgm_{column} ON account "
-                f"USING gin ({column} gin_trgm_ops)"
-            )
+        op.execute(
+            "CREATE INDEX ix_account_trgm_text ON account USING gin "
+            "((account_id || ' ' || full_name || ' ' || coalesce(email, '')) gin_trgm_ops) "
+            "WITH (fastupdate = off)"
+        )
+        op.execute(
+            "CREATE INDEX ix_account_trgm_phone ON account USING gin (phone gin_trgm_ops) "
+            "WITH (fastupdate = off)"
+        )
         return
     op.execute(
         "CREATE VIRTUAL TABLE account_search USING fts5(account_id, full_name, email, phone, "
@@ -108,8 +112,8 @@ def _create_search() -> None:
 
 def _drop_search() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        for column in _SEARCH_COLUMNS:
-            op.execute(f"DROP INDEX IF EXISTS ix_account_trgm_{column}")
+        op.execute("DROP INDEX IF EXISTS ix_account_trgm_phone")
+        op.execute("DROP INDEX IF EXISTS ix_account_trgm_text")
         return
     for trigger in ("insert", "delete", "update"):
         op.execute(f"DROP TRIGGER IF EXISTS account_search_{trigger}")
