@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from dispatcher.web.account import NotFound, account_router, not_found_page
 from dispatcher.web.auth import (
     Forbidden,
     LoginRequired,
@@ -65,7 +66,8 @@ def create_app(service: Service) -> FastAPI:
     app.middleware("http")(security_headers)
     app.add_exception_handler(LoginRequired, login_redirect)
     app.add_exception_handler(Forbidden, forbidden_page)
+    app.add_exception_handler(NotFound, not_found_page)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for router in (auth_router(), home_router(), user_router()):
+    for router in (auth_router(), home_router(), user_router(), account_router()):
         app.include_router(router)
     return app
