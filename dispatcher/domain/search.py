@@ -52,7 +52,9 @@ def search_terms(query: str, region: str = "US") -> SearchTerms:
             number = None
         if number is not None and phonenumbers.is_possible_number(number):
             e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
-            if e164 not in digits:
+            # Only when it finds more than the digits as typed do (a trunk 0 dropped):
+            # "6175550142" already matches wherever "16175550142" would.
+            if plain not in e164:
                 digits.append(e164)
         # Digits typed as a number are not also words (a name has no digits to match).
         words = tuple(w for w in words if not _PHONE_LIKE.match(w))
