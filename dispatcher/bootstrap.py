@@ -41,6 +41,7 @@ from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.chain import AuditChainStore
 from dispatcher.store.ops import OpsStore
 from dispatcher.store.retention import RetentionStore
+from dispatcher.store.search import AccountSearch
 from dispatcher.store.sql import SqlStore, configure_sqlite
 from dispatcher.store.template_version import TemplateVersionStore
 from dispatcher.store.user import UserStore
@@ -252,6 +253,11 @@ class App:
     def users(self) -> UserStore:
         """Web users, sessions and login attempts (docs/WEB.md)."""
         return UserStore(self.store.engine)
+
+    @cached_property
+    def search(self) -> AccountSearch:
+        """Account search by id, name, email, phone (substring; trigram indexes)."""
+        return AccountSearch(self.store.engine)
 
     @cached_property
     def retention(self) -> RetentionStore:

@@ -28,11 +28,11 @@ from sqlalchemy.engine import make_url
 from dispatcher import view
 from dispatcher.bootstrap import App, bootstrap, simulation_copy
 from dispatcher.clock import RunningClock, SystemClock, parse_instant
-from dispatcher.domain.policy import PLACEABLE, HoldReason
-from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, InputError
 from dispatcher.service import audit_log, explainer, ops, retention, simulator
 from dispatcher.service.export import audit_lines, write_messages
+from dispatcher.service.history import account_history
+from dispatcher.service.hold import CHANNEL_OF_REASON, place_hold
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
@@ -339,15 +339,8 @@ def _import_workers(path: Path) -> int:
 def history(account_id: str, as_json: JsonOption = False) -> None:
     """Every message and hold for one account, with its audit trail."""
     wired = _app()
-    account = wired.store.account(account_id)
-    if account is None:
-        raise InputError(f"no account {account_id!r}")
-    ladder = wired.strategy.ladder_position
-    messages = sorted(
-        wired.store.messages_of(account_id),
-        key=lambda m: (m["cycle"], ladder(m["stage"], m["step"]) or 0, m["created_at"]),
-    )
-    audit = wired.store.audit_of(account_id)
+    story = account_history(wired.store, wired.strategy, account_id)
+    account, messages, audit = story.account, story.messages, story.audit
     if as_json:
         out.print_json(
             json.dumps(
@@ -355,7 +348,7 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
                     "account_id": account_id,
                     "cycle": account.cycle,
                     "messages": [_plain(m) for m in messages],
-                    "holds": [_plain(h) for h in wired.store.holds_of(account_id)],
+                    "holds": [_plain(h) for h in story.holds],
                     "audit": [{**_plain(a), "detail": json.loads(a["detail"])} for a in audit],
                 },
                 ensure_ascii=False,
@@ -392,7 +385,7 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
             " ".join(filter(None, (m["delivery_status"], m["delivery_error"]))),
         )
     out.print(table)
-    holds = wired.store.holds_of(account_id)
+    holds = story.holds
     if holds:
         placed = Table(
             "id", "reason", "channel", "from", "until", "by", "note", "lifted", title="holds"
@@ -479,33 +472,22 @@ def hold_add(
     now: NowOption = None,
 ) -> None:
     """Place a hold on an account (or the person behind it), with an evidence note."""
-    choices = {r.value for r in PLACEABLE}
-    if reason not in choices:
-        raise InputError(f"--reason {reason!r}: choose one of {', '.join(sorted(choices))}")
-    if channel is not None and channel not in {c.value for c in ChannelKind}:
-        raise InputError(f"--channel {channel!r}: choose sms, email or letter")
-    channel = {"opted_out_sms": "sms", "opted_out_email": "email"}.get(reason, channel)
-    if not note.strip():
-        raise InputError("--note must say why (the evidence), it is kept with the hold")
-    if reason == HoldReason.PROMISE_TO_PAY and until is None:
-        raise InputError("a promise to pay needs --until (the promised date)")
     wired, at = _app(), _now(now)
-    if wired.store.account(account_id) is None:
-        raise InputError(f"no account {account_id!r}")
     ends = _since(until) if until else None
     if ends is not None and until and len(until) == 10:
         ends += timedelta(days=1)  # a date means "through that day"
-    hold_id = wired.store.add_hold(
+    hold_id = place_hold(
+        wired.store,
         account_id,
         reason,
-        channel=channel,
-        scope="person" if person else "account",
-        starts_at=at,
-        ends_at=ends,
         note=note,
+        channel=channel,
+        ends_at=ends,
+        person=person,
         actor=_actor(),
         now=at,
     )
+    channel = CHANNEL_OF_REASON.get(reason, channel)
     out.print(
         f"hold {hold_id} placed on {account_id}: {reason}"
         f"{' (' + channel + ')' if channel else ''}"

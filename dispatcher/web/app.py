@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from dispatcher.web.account import NotFound, account_router, not_found_page
 from dispatcher.web.auditor import auditor_router
 from dispatcher.web.auth import (
     Forbidden,
@@ -68,8 +69,9 @@ def create_app(service: Service) -> FastAPI:
     app.middleware("http")(security_headers)
     app.add_exception_handler(LoginRequired, login_redirect)
     app.add_exception_handler(Forbidden, forbidden_page)
+    app.add_exception_handler(NotFound, not_found_page)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    pages: tuple[APIRouter, ...] = (auth_router(), home_router(), user_router())
+    pages: tuple[APIRouter, ...] = (auth_router(), home_router(), user_router(), account_router())
     # Compliance, ops and auditor pages (docs/WEB.md).
     pages += (compliance_router(), ops_router(), auditor_router())
     for router in pages:

@@ -1,5 +1,5 @@
-"""Fixtures of the browser tests (tests/e2e/web.py): one seeded server and one Chromium
-for the session, a fresh browser context (no cookies) for every test."""
+"""Fixtures of the browser tests (tests/e2e/web.py): one seeded server for the session, one
+Chromium per test module, a fresh browser context (no cookies) for every test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.e2e.web import CHROMIUM, Served, seeded, served
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API runs, the main thread has a running
+# event loop, and every later test that calls asyncio.run() (tests/integration) would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./dev installs the Debian package chromium")

@@ -8,7 +8,7 @@ import httpx
 from playwright.sync_api import Browser, Page
 
 from dispatcher.service.login import token_digest
-from tests.e2e.web import PASSWORD, Served, audit_events, log_in, screenshot, seeded, served
+from tests.e2e.web import PASSWORD, Served, audit_events, log_in, screenshot, seeded, served, submit
 
 
 def session_cookie(page: Page) -> str:
@@ -74,8 +74,7 @@ def test_logging_in_makes_a_new_session_id_no_session_fixation(web: Served, page
 def test_logout_ends_the_session_and_the_old_cookie_opens_nothing(web: Served, page: Page) -> None:
     log_in(page, web, "colin")
     token = session_cookie(page)
-    page.click("text=Log out")
-    page.wait_for_load_state()
+    submit(page, "text=Log out")
     assert page.url.startswith(web.url("/login"))
     # Replaying the old cookie (as a thief who copied it would) gets the login page.
     answer = httpx.get(web.url("/"), cookies={"dispatcher_session": token})
@@ -95,8 +94,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused_403(web: Served, page: 
     wrong = page.request.post(web.url("/logout"), form={"csrf_token": "guessed"}, max_redirects=0)
     assert wrong.status == 403
     # The page's own form carries it and works.
-    page.click("text=Log out")
-    page.wait_for_load_state()
+    submit(page, "text=Log out")
     assert web.app.users.session(token_digest(token)) is None
 
 
@@ -152,8 +150,7 @@ def test_an_admin_adds_a_user_who_can_then_log_in_and_is_audited(
     page.fill("form.login input[name=name]", "nina")
     page.fill("form.login input[name=password]", "nina's first password")
     page.check("form.login input[value=collector]")
-    page.click("text=Add user")
-    page.wait_for_load_state()
+    submit(page, "text=Add user")
     assert page.locator("td", has_text="nina").count() == 1
     screenshot(page, "users")
     added = [a for a in audit_events(web.app, "user_added") if "nina" in a["detail"]]
@@ -163,6 +160,5 @@ def test_an_admin_adds_a_user_who_can_then_log_in_and_is_audited(
     assert other.locator("h1").inner_text() == "Hello, nina"
     other.context.close()
     # Disabled: her session ends at once and she cannot log in again.
-    page.locator("tr", has_text="nina").locator("text=Disable").click()
-    page.wait_for_load_state()
+    submit(page, "tr:has-text('nina') button:text-is('Disable')")
     assert web.app.users.user("nina").disabled  # type: ignore[union-attr]

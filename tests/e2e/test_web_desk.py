@@ -35,6 +35,7 @@ from tests.e2e.web import (
     screenshot,
     seed,
     served,
+    submit,
     web_settings,
 )
 from tests.integration.test_pipeline import row
@@ -67,13 +68,13 @@ def test_compliance_edits_previews_fixes_and_a_second_person_approves_for_the_ne
     desk: Served, page: Page, browser: Browser, tmp_path: Path
 ) -> None:
     log_in(page, desk, "cora")
-    page.click("text=Templates")
+    submit(page, "text=Templates")
     assert page.url == desk.url("/compliance/templates")
     assert page.locator("tr[data-template='sms/early_day1/en-US'] .state").inner_text() == (
         "approved"
     )
     screenshot(page, "compliance-templates")
-    page.click(f"a[href='{EDITOR}']")
+    submit(page, f"a[href='{EDITOR}']")
     original = page.input_value("textarea[name=text]")
     assert "{{ opt_out }}" in original
 
@@ -81,7 +82,7 @@ def test_compliance_edits_previews_fixes_and_a_second_person_approves_for_the_ne
     page.fill(
         "textarea[name=text]", original.replace("Hi {{", "Hello {{").replace("{{ opt_out }}", "")
     )
-    page.click("button[value=preview]")
+    submit(page, "button[value=preview]")
     assert "Hello" in page.locator("[data-testid=rendered]").inner_text()
     assert "lint.disclosure.opt_out" in page.locator("[data-testid=lint]").inner_text()
     assert "segment" in page.locator("[data-testid=segments]").inner_text()
@@ -89,19 +90,19 @@ def test_compliance_edits_previews_fixes_and_a_second_person_approves_for_the_ne
 
     # Fixed: clean, with the diff against the approved wording; saved as cora's draft.
     page.fill("textarea[name=text]", original.replace("Hi {{", "Hello {{"))
-    page.click("button[value=preview]")
+    submit(page, "button[value=preview]")
     assert page.locator("[data-testid=lint-clean]").is_visible()
     assert desk.app.creditor.opt_out_sms in page.locator("[data-testid=rendered]").inner_text()
     assert "+" in page.locator("[data-testid=diff] .add").first.inner_text()
     screenshot(page, "compliance-preview-clean")
-    page.click("button[value=save]")
+    submit(page, "button[value=save]")
     assert "draft" in page.locator("[data-testid=state]").inner_text()
     version_url = page.url
     sha = version_url.rsplit("/", 1)[1]
     screenshot(page, "compliance-draft")
 
     # Four eyes: cora cannot approve her own draft.
-    page.click("[data-testid=approve-form] button")
+    submit(page, "[data-testid=approve-form] button")
     assert "template.four_eyes" in page.locator("[data-testid=error]").inner_text()
     assert "draft" in page.locator("[data-testid=state]").inner_text()
     screenshot(page, "compliance-own-approval-refused")
@@ -109,7 +110,7 @@ def test_compliance_edits_previews_fixes_and_a_second_person_approves_for_the_ne
     carl = second_person(browser, desk, "carl")
     carl.goto(version_url)
     carl.fill("[data-testid=approve-form] input[name=note]", "reads well")
-    carl.click("[data-testid=approve-form] button")
+    submit(carl, "[data-testid=approve-form] button")
     assert "approved" in carl.locator("[data-testid=done]").inner_text()
     assert "approved" in carl.locator("[data-testid=state]").inner_text()
     screenshot(carl, "compliance-approved-by-second-person")
@@ -186,7 +187,7 @@ def test_ops_sees_the_run_counts_and_a_retry_sends_the_failed_message_again(
     desk: Served, page: Page
 ) -> None:
     log_in(page, desk, "olive")
-    page.click("text=Today's run")
+    submit(page, "text=Today's run")
     zone = ops.zone_of(desk.app.settings.default_timezone)
     run = ops.day_run(desk.app.store, desk.app.ops, NOW.astimezone(zone).date(), zone, NOW)
     total = page.locator("[data-testid=run] tfoot")
@@ -203,7 +204,8 @@ def test_ops_sees_the_run_counts_and_a_retry_sends_the_failed_message_again(
 
     message_id = failure.get_attribute("data-message")
     failure.locator("input[name=note]").fill("carrier unblocked us")
-    failure.locator("button").click()
+    with page.expect_navigation():
+        failure.locator("button").click()
     assert "queued again" in page.locator("[data-testid=done]").inner_text()
     assert page.locator("[data-testid=failures] tr[data-message]").count() == 0
     screenshot(page, "ops-retried")
@@ -221,7 +223,7 @@ def test_the_auditor_downloads_messages_as_csv_and_audit_records_as_jsonl(
     desk: Served, page: Page
 ) -> None:
     log_in(page, desk, "audrey")
-    page.click("text=Export")
+    submit(page, "text=Export")
     page.fill("input[name=start]", "2026-06-10")
     page.fill("input[name=end]", "2026-06-10")
     page.check("input[name=kind][value=messages]")
@@ -260,7 +262,7 @@ def test_a_preview_for_a_hostile_customer_name_renders_inert_and_is_audited(
     page.goto(desk.url("/compliance/templates/email/mid_day1/en-US"))
     page.check("input[name=data][value=account]")
     page.fill("input[name=account_id]", "X-400")
-    page.click("button[value=preview]")
+    submit(page, "button[value=preview]")
     rendered = page.locator("[data-testid=rendered]").inner_text()
     assert "<script>window.__pwned = 1</script>" in rendered  # shown as the text it is
     assert page.evaluate("window.__pwned") is None
@@ -270,7 +272,7 @@ def test_a_preview_for_a_hostile_customer_name_renders_inert_and_is_audited(
     assert (viewed["actor"], viewed["account_id"]) == ("web:cora", "X-400")
     # An unknown account is said so, and nothing is audited for it.
     page.fill("input[name=account_id]", "NOPE-1")
-    page.click("button[value=preview]")
+    submit(page, "button[value=preview]")
     assert "no account 'NOPE-1'" in page.locator("[data-testid=error]").inner_text()
     assert audit_events(desk.app, "account_viewed")[-1]["id"] == viewed["id"]
 
@@ -294,6 +296,6 @@ def test_an_export_range_that_ends_before_it_starts_is_refused(desk: Served, pag
     before = len(audit_events(desk.app, "records_exported"))
     page.fill("input[name=start]", "2026-06-10")
     page.fill("input[name=end]", "2026-06-01")
-    page.click("[data-testid=export] button")
+    submit(page, "[data-testid=export] button")
     assert "ends before it starts" in page.locator("[data-testid=error]").inner_text()
     assert len(audit_events(desk.app, "records_exported")) == before

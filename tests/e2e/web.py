@@ -132,13 +132,19 @@ def seeded(directory: Path, **web: object) -> App:
     return app
 
 
+def submit(page: Page, selector: str) -> None:
+    """Click a form's button and wait for the page the server answers with (also when it
+    redirects back to the same address)."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
 def log_in(page: Page, server: Served, name: str, password: str = PASSWORD) -> None:
     """Fill in the login form as a person would, and wait for the page after it."""
     page.goto(server.url("/login"))
     page.fill("input[name=name]", name)
     page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
+    submit(page, "button[type=submit]")
 
 
 def audit_events(app: App, event: str) -> list[RowMapping]:
