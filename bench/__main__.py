@@ -433,7 +433,16 @@ def main() -> None:
     r = sub.add_parser("render", help="SMS and email messages rendered per second, one core")
     r.add_argument("--count", type=int, default=20_000, help="messages per run and template")
     r.add_argument("--repeat", type=int, default=3)
+    q = sub.add_parser("search", help="account search latency per kind of query")
+    q.add_argument("--accounts", type=int, default=1_000_000)
+    q.add_argument("--repeat", type=int, default=5)
+    q.add_argument("--no-postgres", action="store_true", help="SQLite only")
     args = parser.parse_args()
+    if args.what == "search":
+        from bench.search import search
+
+        search(args.accounts, args.repeat, not args.no_postgres)
+        return
     if args.what == "render":
         from bench.render import render
 

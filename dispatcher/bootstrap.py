@@ -39,9 +39,12 @@ from dispatcher.service.template_lint import Severity, lint_directory
 from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.chain import AuditChainStore
+from dispatcher.store.ops import OpsStore
 from dispatcher.store.retention import RetentionStore
+from dispatcher.store.search import AccountSearch
 from dispatcher.store.sql import SqlStore, configure_sqlite
 from dispatcher.store.template_version import TemplateVersionStore
+from dispatcher.store.user import UserStore
 from dispatcher.template import TemplateSet
 from dispatcher.template.context import Creditor
 from dispatcher.template.letter import compile_pdf
@@ -240,6 +243,21 @@ class App:
     @cached_property
     def anchors(self) -> AnchorFile:
         return AnchorFile(self.settings.audit.anchor_file)
+
+    @cached_property
+    def ops(self) -> OpsStore:
+        """The ops pages' reads (a day's run, failures, sends per hour) and retries."""
+        return OpsStore(self.store.engine)
+
+    @cached_property
+    def users(self) -> UserStore:
+        """Web users, sessions and login attempts (docs/WEB.md)."""
+        return UserStore(self.store.engine)
+
+    @cached_property
+    def search(self) -> AccountSearch:
+        """Account search by id, name, email, phone (substring; trigram indexes)."""
+        return AccountSearch(self.store.engine)
 
     @cached_property
     def retention(self) -> RetentionStore:

@@ -28,17 +28,18 @@ from sqlalchemy.engine import make_url
 from dispatcher import view
 from dispatcher.bootstrap import App, bootstrap, simulation_copy
 from dispatcher.clock import RunningClock, SystemClock, parse_instant
-from dispatcher.domain.policy import PLACEABLE, HoldReason
-from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, InputError
-from dispatcher.service import audit_log, explainer, retention, simulator
-from dispatcher.service.export import write_messages
+from dispatcher.service import audit_log, explainer, ops, retention, simulator
+from dispatcher.service.export import audit_lines, write_messages
+from dispatcher.service.history import account_history
+from dispatcher.service.hold import CHANNEL_OF_REASON, place_hold
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
 from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml
 from dispatcher.store.schema import INITIAL
 from dispatcher.templates_cli import catalog_summary, templates_app
+from dispatcher.users_cli import users_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -57,6 +58,7 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(export_app, name="export")
 app.add_typer(hold_app, name="hold")
 app.add_typer(templates_app, name="templates")
+app.add_typer(users_app, name="users")
 messages_app = typer.Typer(no_args_is_help=True, help="Settle messages by hand.")
 app.add_typer(messages_app, name="messages")
 
@@ -337,15 +339,8 @@ def _import_workers(path: Path) -> int:
 def history(account_id: str, as_json: JsonOption = False) -> None:
     """Every message and hold for one account, with its audit trail."""
     wired = _app()
-    account = wired.store.account(account_id)
-    if account is None:
-        raise InputError(f"no account {account_id!r}")
-    ladder = wired.strategy.ladder_position
-    messages = sorted(
-        wired.store.messages_of(account_id),
-        key=lambda m: (m["cycle"], ladder(m["stage"], m["step"]) or 0, m["created_at"]),
-    )
-    audit = wired.store.audit_of(account_id)
+    story = account_history(wired.store, wired.strategy, account_id)
+    account, messages, audit = story.account, story.messages, story.audit
     if as_json:
         out.print_json(
             json.dumps(
@@ -353,7 +348,7 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
                     "account_id": account_id,
                     "cycle": account.cycle,
                     "messages": [_plain(m) for m in messages],
-                    "holds": [_plain(h) for h in wired.store.holds_of(account_id)],
+                    "holds": [_plain(h) for h in story.holds],
                     "audit": [{**_plain(a), "detail": json.loads(a["detail"])} for a in audit],
                 },
                 ensure_ascii=False,
@@ -390,7 +385,7 @@ def history(account_id: str, as_json: JsonOption = False) -> None:
             " ".join(filter(None, (m["delivery_status"], m["delivery_error"]))),
         )
     out.print(table)
-    holds = wired.store.holds_of(account_id)
+    holds = story.holds
     if holds:
         placed = Table(
             "id", "reason", "channel", "from", "until", "by", "note", "lifted", title="holds"
@@ -477,33 +472,22 @@ def hold_add(
     now: NowOption = None,
 ) -> None:
     """Place a hold on an account (or the person behind it), with an evidence note."""
-    choices = {r.value for r in PLACEABLE}
-    if reason not in choices:
-        raise InputError(f"--reason {reason!r}: choose one of {', '.join(sorted(choices))}")
-    if channel is not None and channel not in {c.value for c in ChannelKind}:
-        raise InputError(f"--channel {channel!r}: choose sms, email or letter")
-    channel = {"opted_out_sms": "sms", "opted_out_email": "email"}.get(reason, channel)
-    if not note.strip():
-        raise InputError("--note must say why (the evidence), it is kept with the hold")
-    if reason == HoldReason.PROMISE_TO_PAY and until is None:
-        raise InputError("a promise to pay needs --until (the promised date)")
     wired, at = _app(), _now(now)
-    if wired.store.account(account_id) is None:
-        raise InputError(f"no account {account_id!r}")
     ends = _since(until) if until else None
     if ends is not None and until and len(until) == 10:
         ends += timedelta(days=1)  # a date means "through that day"
-    hold_id = wired.store.add_hold(
+    hold_id = place_hold(
+        wired.store,
         account_id,
         reason,
-        channel=channel,
-        scope="person" if person else "account",
-        starts_at=at,
-        ends_at=ends,
         note=note,
+        channel=channel,
+        ends_at=ends,
+        person=person,
         actor=_actor(),
         now=at,
     )
+    channel = CHANNEL_OF_REASON.get(reason, channel)
     out.print(
         f"hold {hold_id} placed on {account_id}: {reason}"
         f"{' (' + channel + ')' if channel else ''}"
@@ -587,6 +571,21 @@ def messages_resolve(
     )
     then = "recorded as sent" if as_ == "sent" else "queued to be sent again"
     out.print(f"message {message_id} of {account_id} {then}", markup=False)
+
+
+@messages_app.command("retry")
+def messages_retry(
+    message_id: str,
+    note: Annotated[str, typer.Option(help="Why it should go again (kept in the audit log).")],
+    now: NowOption = None,
+) -> None:
+    """Queue a failed message again for one more attempt (house rule HR-40); audited.
+
+    The sender checks holds, the contact window, caps and the stage again before it goes.
+    """
+    wired, at = _app(), _now(now)
+    account_id = ops.retry_failed(wired.ops, message_id, actor=_actor(), note=note, now=at)
+    out.print(f"message {message_id} of {account_id} queued again", markup=False)
 
 
 def _plain(row: Mapping[Any, Any]) -> dict[str, object]:
@@ -707,10 +706,17 @@ def retention_release(
     out.print(f"legal hold released on {account_id}")
 
 
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", help="Only before D (a date: its start, UTC; or an instant)"),
+]
+
+
 @export_app.command("messages")
 def export_messages(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
     since: Annotated[str | None, typer.Option("--since", help="Only changed on/after D")] = None,
+    until: UntilOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File (default stdout)")
     ] = None,
@@ -720,7 +726,7 @@ def export_messages(
         raise InputError(f"--format {fmt!r}: choose jsonl or csv")
     wired = _app()
     start = _since(since)
-    rows = wired.store.iter_messages(start)
+    rows = wired.store.iter_messages(start, _since(until))
     kind: Literal["jsonl", "csv"] = "jsonl" if fmt == "jsonl" else "csv"
     if output is None:
         write_messages(rows, sys.stdout, kind)
@@ -728,6 +734,30 @@ def export_messages(
     with output.open("w", encoding="utf-8", newline="") as handle:
         count = write_messages(rows, handle, kind)
     err.print(f"{count} messages written to {output}")
+
+
+@export_app.command("audit")
+def export_audit(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    since: Annotated[str | None, typer.Option("--since", help="Only written on/after D")] = None,
+    until: UntilOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout)")
+    ] = None,
+) -> None:
+    """Every audit record (event, actor, detail, its place in the chain), for auditors."""
+    if fmt not in ("jsonl", "csv"):
+        raise InputError(f"--format {fmt!r}: choose jsonl or csv")
+    wired = _app()
+    kind: Literal["jsonl", "csv"] = "jsonl" if fmt == "jsonl" else "csv"
+    lines = audit_lines(wired.store.iter_audit(_since(since), _since(until)), kind)
+    if output is None:
+        for line in lines:
+            sys.stdout.write(line)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        handle.writelines(lines)
+    err.print(f"audit records written to {output}")
 
 
 @app.command()

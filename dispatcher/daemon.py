@@ -27,7 +27,7 @@ import socket
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -245,6 +245,12 @@ class Service:
         report = SendReport(now=now)
         await self.app.sender().reconcile(now, report)
         expired = self.app.store.expire_holds(now)
+        # Web sessions past their lifetime or idle limit (HR-32) are deleted, not only refused.
+        web = self.app.settings.web
+        self.app.users.end_stale_sessions(
+            now - timedelta(hours=web.session_hours),
+            now - timedelta(minutes=web.session_idle_minutes),
+        )
         self._observe(report)
         if report.total or expired:
             log.info("housekeeping", interrupted=report.total, holds_expired=expired)

@@ -172,6 +172,25 @@ class ServeSettings(_Section):
         return value
 
 
+class WebSettings(_Section):
+    """The people's pages of `dispatcher serve` (docs/WEB.md; rules HR-30..HR-35)."""
+
+    # Session cookies carry the Secure flag: "auto" when the request came over HTTPS
+    # (directly, or through a proxy that says so and is trusted by uvicorn), "always"
+    # behind a TLS-terminating proxy that does not, "never" for plain-HTTP rehearsals.
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # HR-32: a login lasts at most this long, and ends sooner after this long unused.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    session_idle_minutes: float = Field(default=30.0, gt=0)
+    # HR-33: failed logins per user name, and per client address, within the window (an
+    # office behind one NAT address shares the second, so it is the larger).
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_client: int = Field(default=50, ge=1)
+    login_window_seconds: float = Field(default=900.0, gt=0)
+    # Search results shown at most (a narrower query finds the rest).
+    search_limit: int = Field(default=50, ge=1, le=1000)
+
+
 class AuditSettings(_Section):
     """The tamper-evident audit chain (rule AUDIT.chain, docs/COMPLIANCE.md)."""
 
@@ -245,6 +264,7 @@ class Settings(BaseSettings):
     send: SendSettings = SendSettings()
     serve: ServeSettings = ServeSettings()
     audit: AuditSettings = AuditSettings()
+    web: WebSettings = WebSettings()
     retention: RetentionSettings = RetentionSettings()
 
     def secret_values(self) -> list[str]:

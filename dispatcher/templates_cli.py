@@ -23,11 +23,11 @@ from sqlalchemy.engine import make_url
 
 from dispatcher.bootstrap import App, bootstrap
 from dispatcher.clock import SystemClock, parse_instant
-from dispatcher.domain.staging import days_past_due
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.domain.template_version import VersionState
 from dispatcher.error import InputError, StoreError
 from dispatcher.service.template_catalog import ApprovalRefused, TemplateCatalog
+from dispatcher.service.template_desk import preview_context
 from dispatcher.service.template_lint import (
     Finding,
     Severity,
@@ -39,8 +39,7 @@ from dispatcher.service.template_lint import (
 )
 from dispatcher.sms import analyse
 from dispatcher.store.template_version import VersionRecord
-from dispatcher.template import RenderedMessage, TemplateInfo, build_context, compile_pdf
-from dispatcher.template.sample import sample_context
+from dispatcher.template import RenderedMessage, TemplateInfo, compile_pdf
 
 templates_app = typer.Typer(
     no_args_is_help=True, help="List, lint and preview the compliance-owned templates."
@@ -210,26 +209,14 @@ def preview(
             ),
             account.locale,
         )
-        actual = days_past_due(account.due_date, account.timezone, at)
-        stage = strategy.stage_for(actual)
-        context = build_context(
-            account,
-            dpd=actual,
-            stage_id=stage.id if stage is not None else "none",
-            creditor=wired.creditor,
-            now=at,
+        context = preview_context(
+            strategy, wired.creditor, (channel, name, chosen), account=account, now=at
         )
     else:
         if now is not None:
             raise InputError("--now applies with --account; for sample data use --dpd")
         chosen = locale or strategy.default_locale
-        stage_id, step_dpd = _step_of(wired, channel, name)
-        context = sample_context(
-            chosen,
-            dpd=dpd if dpd is not None else step_dpd,
-            stage_id=stage_id,
-            creditor=wired.creditor,
-        )
+        context = preview_context(strategy, wired.creditor, (channel, name, chosen), dpd=dpd)
     info = templates.info(channel, name, chosen)
     message = templates.render(channel, name, chosen, context)
     front = info.front_matter
@@ -260,15 +247,6 @@ def _catalog_state(wired: App, info: TemplateInfo) -> str:
     versions = wired.catalog.versions.versions(info.channel, info.name, info.locale)
     state = next((v.state.value for v in versions if v.sha256 == info.sha256), None)
     return state or "not registered: templates sync --as NAME"
-
-
-def _step_of(wired: App, channel: ChannelKind, name: str) -> tuple[str, int]:
-    """(stage id, DPD) of the first step that sends this template, else a sample."""
-    for stage in wired.strategy.stages:
-        for step in stage.steps:
-            if step.channel is channel and step.template == name:
-                return stage.id, stage.step_dpd(step)
-    return "early", 7
 
 
 def _show(wired: App, info: TemplateInfo, message: RenderedMessage, output: Path | None) -> None:

@@ -141,3 +141,8 @@ def _source(timing: ContactTiming, rule_id: str | None) -> str | None:
     if rule_id == validity.RULE_ID:
         return validity.RULE_SOURCE
     return timing.book.rule_source(rule_id)
+
+
+def rule_source(timing: ContactTiming, rule_id: str | None) -> str | None:
+    """The statute or house rule a recorded rule id comes from (None when unknown)."""
+    return _source(timing, rule_id)

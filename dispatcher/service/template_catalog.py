@@ -290,6 +290,60 @@ class TemplateCatalog:
         report.drafted = self.versions.register(new, now, audit)
         return report
 
+    def draft(
+        self, key: TemplateKey, texts: Sequence[str], *, author: str, now: datetime
+    ) -> tuple[VersionRecord, bool]:
+        """Register wording written elsewhere (the web editor) as a draft by ``author``.
+
+        ``texts`` are the template's file contents as :func:`part_paths` names them (an
+        email: text part, then HTML part). Returns the version and whether it is new: the
+        same wording twice is one version (its hash). Raises TemplateError naming the part
+        and line when the wording does not load; only loadable wording is kept. Nothing
+        sent changes until a second person approves it (HR-12).
+        """
+        refusal = check_actor(author)
+        if refusal is not None:
+            raise InputError(refusal.message)
+        author = author.strip()
+        templates = self.compile_texts(key, texts)
+        info = templates.info(*key)
+        known = next((v for v in self.versions.versions(*key) if v.sha256 == info.sha256), None)
+        if known is not None:
+            return known, False
+        version = _new_version(info, author)
+        audit = [AuditEntry("template_version_drafted", author, now, detail=_detail(version))]
+        registered = self.versions.register([version], now, audit)
+        return (registered[0] if registered else self.find(key, info.sha256)), bool(registered)
+
+    def compile_texts(self, key: TemplateKey, texts: Sequence[str]) -> TemplateSet:
+        """The template ``key`` compiled from ``texts`` (one per part), with every check
+        of a load: file name and front matter agree, syntax, known variables only."""
+        paths = part_paths(self.root, key)
+        if len(texts) != len(paths):
+            raise InputError(f"a {key[0]} template has {len(paths)} part(s), got {len(texts)}")
+        sources = [
+            (key[0], path, text.replace("\r\n", "\n").encode("utf-8"))
+            for path, text in zip(paths, texts, strict=True)
+        ]
+        templates = TemplateSet.from_sources(self.root, sources)
+        if not templates.has(*key):
+            raise TemplateError(
+                f"{paths[0]}: the front matter does not name {' '.join(map(str, key))}"
+            )
+        return templates
+
+    def lint_texts(
+        self, key: TemplateKey, texts: Sequence[str]
+    ) -> tuple[TemplateSet | None, list[Finding]]:
+        """The lint findings for wording not stored yet (what the editor previews); the
+        compiled template when it loads."""
+        try:
+            templates = self.compile_texts(key, texts)
+        except TemplateError as exc:
+            rule = "lint.unknown_variable" if "unknown variable" in str(exc) else "lint.load"
+            return None, [finding_from_error(exc, rule=rule, fallback_file=str(self.root))]
+        return templates, self._lint_compiled(templates, key)
+
     def approve(
         self, key: TemplateKey, sha: str, *, approver: str, now: datetime, note: str | None = None
     ) -> ApprovalOutcome:
@@ -447,9 +501,12 @@ class TemplateCatalog:
         except TemplateError as exc:
             rule = "lint.unknown_variable" if "unknown variable" in str(exc) else "lint.load"
             return [finding_from_error(exc, rule=rule, fallback_file=str(self.root))]
-        files = {str(p) for p in part_paths(self.root, version.key)}
+        return self._lint_compiled(templates, version.key)
+
+    def _lint_compiled(self, templates: TemplateSet, key: TemplateKey) -> list[Finding]:
+        files = {str(p) for p in part_paths(self.root, key)}
         findings = lint(
-            templates, self._strategy(), self._policies(), [version.locale], creditor=self.creditor
+            templates, self._strategy(), self._policies(), [key[2]], creditor=self.creditor
         )
         return [
             f
@@ -476,13 +533,24 @@ class TemplateCatalog:
                 if info is None:
                     raise InputError(f"no draft and no file on disk for {' '.join(map(str, key))}")
                 label, texts = f"@{info.sha256[:12]} (on disk)", list(info.texts)
+        return self._diff(key, base, label, texts)
+
+    def diff_texts(self, key: TemplateKey, texts: Sequence[str]) -> VersionDiff:
+        """What wording not saved yet (the editor's) changes against the approved version."""
+        versions = self.versions.versions(*key)
+        base = next((v for v in versions if v.state is VersionState.APPROVED), None)
+        return self._diff(key, base, "(edited)", texts)
+
+    def _diff(
+        self, key: TemplateKey, base: VersionRecord | None, label: str, texts: Sequence[str]
+    ) -> VersionDiff:
         before = _texts(base) if base is not None else ["" for _ in texts]
         base_label = f"@{base.sha256[:12]} (approved)" if base is not None else "(none approved)"
         lines: list[str] = []
         for path, old, new in zip(part_paths(self.root, key), before, texts, strict=False):
             lines += difflib.unified_diff(
                 old.splitlines(keepends=True),
-                new.splitlines(keepends=True),
+                new.replace("\r\n", "\n").splitlines(keepends=True),
                 fromfile=f"{path} {base_label}",
                 tofile=f"{path} {label}",
             )

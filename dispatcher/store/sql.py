@@ -1153,11 +1153,29 @@ class SqlStore:
                 ).mappings()
             )
 
-    def iter_messages(self, since: datetime | None = None) -> Iterator[RowMapping]:
-        """Every message (holds included), oldest first, streamed."""
+    def iter_messages(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[RowMapping]:
+        """Every message (holds included) changed in ``[since, until)``, oldest first,
+        streamed."""
         query = select(MESSAGE).order_by(MESSAGE.c.created_at, MESSAGE.c.message_id)
         if since is not None:
             query = query.where(MESSAGE.c.updated_at >= since)
+        if until is not None:
+            query = query.where(MESSAGE.c.updated_at < until)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=2000).execute(query).mappings()
+            yield from result
+
+    def iter_audit(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[RowMapping]:
+        """Every audit record written in ``[since, until)``, in order, streamed."""
+        query = select(AUDIT).order_by(AUDIT.c.id)
+        if since is not None:
+            query = query.where(AUDIT.c.at >= since)
+        if until is not None:
+            query = query.where(AUDIT.c.at < until)
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=2000).execute(query).mappings()
             yield from result

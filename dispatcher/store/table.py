@@ -219,3 +219,52 @@ class TemplateVersionRow(SQLModel, table=True):
     retired_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
     note: str | None = Field(default=None, sa_column=Column(Text))  # approval or rejection
     retire_note: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class WebUserRow(SQLModel, table=True):
+    """A person who logs in to the web pages: argon2 password hash, roles (comma-separated
+    ``dispatcher.domain.access.Role`` names). Never deleted (audit records name them):
+    ``disabled_at`` ends every login."""
+
+    __tablename__ = "web_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    password_hash: str
+    roles: str = ""
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    created_by: str
+    password_changed_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+
+
+class WebSessionRow(SQLModel, table=True):
+    """A server-side login session. Only the SHA-256 of the cookie's random token is kept,
+    so a copy of the database logs nobody in. ``csrf_token`` is the synchronizer token of
+    every form of this session."""
+
+    __tablename__ = "web_session"
+    __table_args__ = (Index("ix_web_session_user", "user_id"),)
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="web_user.id")
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    last_seen_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    client: str | None = None
+
+
+class LoginAttemptRow(SQLModel, table=True):
+    """One login attempt, kept for the rate limit (rule HR-33) and for investigations."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        Index("ix_login_attempt_name", "name", "at"),
+        Index("ix_login_attempt_client", "client", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    name: str
+    client: str
+    succeeded: bool

@@ -107,7 +107,9 @@ def test_the_migrated_schema_is_exactly_what_the_models_declare(store: SqlStore)
     migration (or the other way round) and this lists the difference."""
     store.create_schema()
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_object": schema.include_object}
+        )
         differences = compare_metadata(context, SQLModel.metadata)
     assert differences == []
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import dispatcher.store.table  # noqa: F401  (registers the tables on SQLModel.metadata)
+from dispatcher.store.schema import include_object
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -30,6 +31,7 @@ def _configure(connection: Connection | None = None, url: str | None = None) -> 
         render_as_batch=dialect.startswith("sqlite"),
         compare_type=True,
         literal_binds=connection is None,
+        include_object=include_object,
     )
 
 

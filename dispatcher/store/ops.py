@@ -1,0 +1,237 @@
+"""Reads for the ops pages (a day's run, failures, sends per hour) and the retry of a failure.
+
+Kept beside :class:`~dispatcher.store.sql.SqlStore` (same engine, same tables) so the
+outbox store stays about planning and sending. The grouped reads are one pass over the
+message table (about half a second per million rows on SQLite): an ops page, not a
+scrape. Hour buckets are computed by the database, in UTC, so seven days of sends come
+back as at most 168 x 3 rows whatever the volume; the expression differs per dialect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, case, func, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from dispatcher.domain.message import WENT_OUT, MessageStatus
+from dispatcher.error import InputError
+from dispatcher.store.sql import AUDIT, MESSAGE, AuditEntry, SqlStore
+
+REQUEUED_EVENT = "message_requeued"
+
+
+@dataclass(frozen=True, slots=True)
+class RunCountRow:
+    """Messages of one (stage, channel, reason) in a day's run, by what became of them."""
+
+    stage: str
+    channel: str
+    reason: str | None
+    planned: int
+    queued: int
+    sent: int
+    failed: int
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailedMessage:
+    """A message that failed for good, with what the provider said."""
+
+    message_id: str
+    account_id: str
+    stage: str
+    step: str
+    channel: str
+    attempts: int
+    failed_at: datetime
+    last_error: str | None
+    code: str | None  # the provider's own code, from the audit record of the failure
+    hold_reason: str | None
+
+
+def _aware(value: Any) -> datetime:
+    """A datetime from an aggregate (which bypasses the column type): aware, UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _between(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]:
+    return and_(column >= start, column < end)
+
+
+class OpsStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    def day_counts(self, start: datetime, end: datetime) -> list[RunCountRow]:
+        """The run of ``[start, end)`` by stage, channel and reason (docs/WEB.md, "Ops"):
+
+        planned: decided in the period (created), whatever became of them; queued: waiting
+        now and due before its end; sent: handed over (or to the print house) in it;
+        failed: failed for good in it; held: held now, decided before its end.
+        """
+        m = MESSAGE.c
+        planned = _between(m.created_at, start, end)
+        queued = and_(
+            m.status == MessageStatus.QUEUED.value,
+            or_(m.scheduled_for < end, and_(m.scheduled_for.is_(None), m.created_at < end)),
+        )
+        sent = and_(m.status.in_([s.value for s in WENT_OUT]), _between(m.sent_at, start, end))
+        failed = and_(m.status == MessageStatus.FAILED.value, _between(m.updated_at, start, end))
+        held = and_(m.status == MessageStatus.HELD.value, m.created_at < end)
+        conditions = (planned, queued, sent, failed, held)
+        sums = [func.sum(case((c, 1), else_=0)) for c in conditions]
+        groups = (m.stage, m.channel, m.hold_reason)
+        query = select(*groups, *sums).where(or_(*conditions)).group_by(*groups)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return sorted(
+            (
+                RunCountRow(stage, channel, reason, *(int(n or 0) for n in counts))
+                for stage, channel, reason, *counts in rows
+            ),
+            key=lambda r: (r.stage, r.channel, r.reason or ""),
+        )
+
+    def failures(self, start: datetime, end: datetime, limit: int = 200) -> list[FailedMessage]:
+        """Messages that failed for good in ``[start, end)``, newest first, with the
+        provider's code as the sender recorded it (the ``message_failed`` audit record)."""
+        m = MESSAGE.c
+        query = (
+            select(
+                m.message_id,
+                m.account_id,
+                m.stage,
+                m.step,
+                m.channel,
+                m.attempts,
+                m.updated_at,
+                m.last_error,
+                m.hold_reason,
+            )
+            .where(m.status == MessageStatus.FAILED.value, _between(m.updated_at, start, end))
+            .order_by(m.updated_at.desc(), m.message_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+            codes = self._failure_codes(conn, [r["message_id"] for r in rows])
+        return [
+            FailedMessage(
+                message_id=r["message_id"],
+                account_id=r["account_id"],
+                stage=r["stage"],
+                step=r["step"],
+                channel=r["channel"],
+                attempts=int(r["attempts"]),
+                failed_at=r["updated_at"],
+                last_error=r["last_error"],
+                code=codes.get(r["message_id"]),
+                hold_reason=r["hold_reason"],
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _failure_codes(conn: Any, message_ids: Sequence[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        for start in range(0, len(message_ids), 500):
+            chunk = message_ids[start : start + 500]
+            for message_id, detail in conn.execute(
+                select(AUDIT.c.message_id, AUDIT.c.detail)
+                .where(AUDIT.c.message_id.in_(chunk), AUDIT.c.event == "message_failed")
+                .order_by(AUDIT.c.id)
+            ):
+                try:
+                    code = json.loads(detail).get("code")
+                except (ValueError, AttributeError):
+                    code = None  # a purged or damaged detail: the error text still shows
+                found[message_id] = None if code is None else str(code)
+        return found
+
+    def sends_per_hour(self, start: datetime, end: datetime) -> list[tuple[datetime, str, int]]:
+        """(UTC hour, channel, messages handed over) for every hour of ``[start, end)``
+        that had any, oldest first."""
+        m = MESSAGE.c
+        hour: Any
+        if self._dialect == "postgresql":
+            hour = func.date_trunc("hour", func.timezone("UTC", m.sent_at))
+        else:  # SQLite keeps UTC text: 'YYYY-MM-DD HH:MM:SS[.ffffff]'
+            hour = func.strftime("%Y-%m-%d %H:00:00", m.sent_at)
+        query = (
+            select(hour.label("hour"), m.channel, func.count())
+            .where(m.status.in_([s.value for s in WENT_OUT]), _between(m.sent_at, start, end))
+            .group_by(hour, m.channel)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return sorted((_aware(h), channel, int(n)) for h, channel, n in rows)
+
+    def requeue_failed(self, message_id: str, *, actor: str, note: str, now: datetime) -> str:
+        """Put a failed message back in the queue for one more attempt; returns its account.
+
+        Only a ``failed`` message (never one that went out, or whose outcome is unknown:
+        those could reach the customer twice), conditionally, so two people pressing retry
+        queue it once. The sender checks holds, window, caps and stage again before it goes.
+        Audited with who did it and why (house rule HR-40).
+        """
+        with self.engine.begin() as conn:
+            found = (
+                conn.execute(
+                    select(
+                        MESSAGE.c.account_id,
+                        MESSAGE.c.status,
+                        MESSAGE.c.attempts,
+                        MESSAGE.c.last_error,
+                    ).where(MESSAGE.c.message_id == message_id)
+                )
+                .mappings()
+                .first()
+            )
+            if found is None:
+                raise InputError(f"no message {message_id!r}")
+            moved = conn.execute(
+                update(MESSAGE)
+                .where(
+                    MESSAGE.c.message_id == message_id,
+                    MESSAGE.c.status == MessageStatus.FAILED.value,
+                )
+                .values(
+                    status=MessageStatus.QUEUED.value,
+                    next_attempt_at=None,
+                    sent_at=None,
+                    updated_at=now,
+                )
+            ).rowcount
+            if moved != 1:
+                raise InputError(
+                    f"message {message_id} is {found['status']}, not failed: only a failed "
+                    "message is queued again by hand"
+                )
+            SqlStore._audit(
+                conn,
+                [
+                    AuditEntry(
+                        REQUEUED_EVENT,
+                        actor,
+                        now,
+                        found["account_id"],
+                        message_id,
+                        {
+                            "note": note,
+                            "attempts": found["attempts"],
+                            "last_error": found["last_error"],
+                        },
+                    )
+                ],
+            )
+        return str(found["account_id"])
