@@ -706,12 +706,13 @@ class SqlStore:
         """Write one batch's decisions, outbox rows and audit records in one transaction."""
         with self.engine.begin() as conn:
             if write.inserts:
-                conn.execute(
-                    self._insert(MESSAGE).on_conflict_do_nothing(
-                        index_elements=["idempotency_key"]
-                    ),
-                    write.inserts,
+                new_messages = self._insert(MESSAGE).on_conflict_do_nothing(
+                    index_elements=["idempotency_key"]
                 )
+                if conn.dialect.name == "sqlite":
+                    _insert_many(conn, new_messages, write.inserts)
+                else:
+                    conn.execute(new_messages, write.inserts)
             if write.updates:
                 values: dict[str, Any] = {n: bindparam(f"v_{n}") for n in UPDATABLE_FIELDS}
                 conn.execute(
@@ -738,7 +739,10 @@ class SqlStore:
                     ),
                     [{f"v_{k}": v for k, v in row.items()} for row in write.ends],
                 )
-            self._audit(conn, write.audits)
+            if write.audits and conn.dialect.name == "sqlite":
+                _insert_many(conn, AUDIT.insert(), [entry.row() for entry in write.audits])
+            else:
+                self._audit(conn, write.audits)
 
     # -- sending --------------------------------------------------------------------------
     @contextmanager
@@ -1372,6 +1376,33 @@ class SqlStore:
         rows = [entry.row() for entry in entries]
         if rows:
             conn.execute(AUDIT.insert(), rows)
+
+
+def _insert_many(conn: Connection, statement: Any, rows: Sequence[Mapping[str, object]]) -> None:
+    """Run the INSERT ``statement`` for ``rows`` (all with the keys of the first) as one
+    DBAPI executemany on SQLite.
+
+    Why not ``conn.execute(statement, rows)``: for each row of each batch SQLAlchemy builds
+    its parameters anew, a third of a first plan's writing time on SQLite. The statement is
+    compiled once by SQLAlchemy and the values pass through the same column types' bind
+    processors (UTC datetimes and all), so the rows stored are the same; PostgreSQL keeps
+    the Core path (its insertmanyvalues batches).
+    """
+    table: Table = statement.table
+    compiled = statement.compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    order = list(compiled.positiontup or ())
+    dialect = conn.dialect
+    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in order]
+    conn.exec_driver_sql(
+        compiled.string,
+        [
+            tuple(
+                value if process is None else process(value)
+                for value, process in zip(map(row.__getitem__, order), processors, strict=True)
+            )
+            for row in rows
+        ],
+    )
 
 
 def _hold_entries(
