@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from bench.plan_limit import write_bench_portfolio
@@ -20,6 +22,7 @@ from dispatcher.bootstrap import App, bootstrap
 from dispatcher.domain.audit_chain import verify
 from dispatcher.service.importer import import_accounts
 from dispatcher.settings import PlanSettings
+from dispatcher.store import sql
 from dispatcher.store.sql import AUDIT, HOLD, MESSAGE
 from tests.conftest import DATABASES, settings_for, sqlite_url
 
@@ -206,4 +209,37 @@ def test_a_stopped_pooled_plan_commits_whole_batches_and_the_next_run_finishes(
         assert _tables(stopped) == _tables(clean)
     finally:
         for app in (clean, stopped):
+            app.store.engine.dispose()
+
+
+def test_the_sqlite_fast_insert_stores_what_sqlalchemy_core_stores(
+    portfolio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan's DBAPI executemany on SQLite (one compiled statement, the columns' own
+    bind processors) against SQLAlchemy Core's executemany: the same bytes in every row."""
+    fast = _app(_mkdir(tmp_path / "a"), sqlite_url(_mkdir(tmp_path / "fa")), portfolio,
+                workers=1, batch_size=400)  # fmt: skip
+    core = _app(_mkdir(tmp_path / "b"), sqlite_url(_mkdir(tmp_path / "fb")), portfolio,
+                workers=1, batch_size=400)  # fmt: skip
+    try:
+        _plan_twice(fast)
+
+        def through_core(conn: Connection, statement: Any, rows: Any) -> None:
+            conn.execute(statement, rows)
+
+        monkeypatch.setattr(sql, "_insert_many", through_core)
+        _plan_twice(core)
+        stored = []
+        for app in (fast, core):
+            with app.store.engine.connect() as conn:
+                stored.append(
+                    [
+                        [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1")]
+                        for t in ("message", "audit")
+                    ]
+                )
+        assert stored[0] == stored[1]
+        assert len(stored[0][0]) > 2 * ACCOUNTS
+    finally:
+        for app in (fast, core):
             app.store.engine.dispose()
