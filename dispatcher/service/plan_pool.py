@@ -20,6 +20,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from dispatcher.domain.account import Account
 from dispatcher.domain.decision import Existing
 from dispatcher.domain.strategy import ChannelKind, Strategy
-from dispatcher.error import TemplateError
+from dispatcher.error import DispatcherError, TemplateError
 from dispatcher.template import TemplateSet
 from dispatcher.template.context import Creditor
 
@@ -123,11 +124,19 @@ class DraftPool:
         if self._executor is None:
             raise RuntimeError("DraftPool used outside its with-block")
         pending: deque[tuple[list[Account], Future[list[list[Draft]]]]] = deque()
-        for accounts, existing in batches:
-            pending.append((accounts, self._executor.submit(_draft, accounts, existing, now)))
-            if len(pending) > 2 * self.workers:
+        try:
+            for accounts, existing in batches:
+                pending.append((accounts, self._executor.submit(_draft, accounts, existing, now)))
+                if len(pending) > 2 * self.workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
                 done, future = pending.popleft()
                 yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+        except BrokenProcessPool as exc:
+            # The batches written so far stay (each whole); nothing of the rest is.
+            raise DispatcherError(
+                "plan: a worker process failed to start or died (its error is in the log "
+                "above); the batches written so far are complete, the next plan goes on "
+                "from there; [plan] workers = 1 plans in one process"
+            ) from exc

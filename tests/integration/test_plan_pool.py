@@ -20,6 +20,8 @@ from sqlalchemy.exc import DBAPIError
 from bench.plan_limit import write_bench_portfolio
 from dispatcher.bootstrap import App, bootstrap
 from dispatcher.domain.audit_chain import verify
+from dispatcher.error import DispatcherError
+from dispatcher.service import plan_pool
 from dispatcher.service.importer import import_accounts
 from dispatcher.settings import PlanSettings
 from dispatcher.store import sql
@@ -243,3 +245,26 @@ def test_the_sqlite_fast_insert_stores_what_sqlalchemy_core_stores(
     finally:
         for app in (fast, core):
             app.store.engine.dispose()
+
+
+def test_a_worker_that_cannot_start_stops_the_plan_clearly_and_writes_nothing(
+    portfolio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose rebuilt templates do not hash as the planner's refuses to start (it
+    would render other wording); the plan says so and writes no batch."""
+    app = _app(tmp_path, sqlite_url(_mkdir(tmp_path / "w")), portfolio, workers=2, batch_size=300)
+    real = plan_pool.template_sources
+    monkeypatch.setattr(plan_pool, "template_sources", lambda t: (real(t)[0], {}))
+    try:
+        with pytest.raises(DispatcherError, match="worker process failed"):
+            app.planner(NOW).plan(NOW)
+        with app.store.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM message")).scalar_one() == 0
+            assert (
+                conn.execute(
+                    text("SELECT count(*) FROM audit WHERE actor = 'system:planner'")
+                ).scalar_one()
+                == 0
+            )
+    finally:
+        app.store.engine.dispose()
