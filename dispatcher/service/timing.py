@@ -66,7 +66,7 @@ class ContactTiming:
         key = (at, place, channel, id(chain))
         found = self._checks.get(key)
         if found is None:
-            if len(self._checks) >= 100_000:  # bounded: instants move on with every plan
+            if len(self._checks) >= 20_000:  # bounded: the instants asked about move on
                 self._checks.clear()
             found = self._checks[key] = check(at, place, channel, chain, is_holiday)
         return found
