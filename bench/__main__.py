@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import platform
@@ -26,6 +25,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
+
+from bench.plan_limit import write_bench_portfolio
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-06-10T15:00:00+00:00"
@@ -63,37 +64,12 @@ def _spread(values: list[float]) -> str:
     )
 
 
-def _one_person_per_account(path: Path) -> None:
-    """Give each account its own phone and email, and every 50th the previous one's.
-
-    The generator draws US numbers from the 555-01XX range kept for fiction, so thousands
-    of accounts would share a hundred numbers and be capped as one person: not what a
-    real portfolio looks like (about 2 % of people owe more than one debt here).
-    """
-    rows = list(csv.DictReader(path.open(newline="", encoding="utf-8")))
-    for i, row in enumerate(rows):
-        previous = rows[i - 1] if i else None
-        same_country = previous is not None and previous["country"] == row["country"]
-        source = previous if same_country and i % 50 == 0 else None
-        if row["phone"] and "555" in row["phone"]:
-            row["phone"] = source["phone"] if source else f"+1617{2_000_000 + i:07d}"
-        if row["email"]:
-            row["email"] = source["email"] if source else f"account{i}@example.com"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plan(accounts: int, repeat: int) -> None:
-    from dispatcher.portfolio import write_portfolio
-
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         csv_path = work / "accounts.csv"
         start = time.perf_counter()
-        write_portfolio(csv_path, accounts, today=datetime.fromisoformat(NOW).date())
-        _one_person_per_account(csv_path)
+        write_bench_portfolio(csv_path, accounts)
         print(f"portfolio: {accounts:,} accounts written in {time.perf_counter() - start:.1f} s")
         seed_db = work / "seed.db"
         imported = _child("import", _settings(work, seed_db), [str(csv_path)])
@@ -239,11 +215,8 @@ def _postgres(url: str | None) -> Iterator[_Postgres]:
 def _seed(pg: _Postgres, work: Path, accounts: int, history: int) -> None:
     """Database ``bench_seed``: a generated portfolio imported and planned at ``NOW``, plus
     ``history`` finished messages; each measured run works on a copy of it."""
-    from dispatcher.portfolio import write_portfolio
-
     csv_path = work / "accounts.csv"
-    write_portfolio(csv_path, accounts, today=datetime.fromisoformat(NOW).date())
-    _one_person_per_account(csv_path)
+    write_bench_portfolio(csv_path, accounts)
     seed = pg.database("bench_seed")
     settings = _settings(_mkdir(work / "seed"), seed)
     imported = _child("import", settings, [str(csv_path)])
@@ -437,11 +410,31 @@ def main() -> None:
     q.add_argument("--accounts", type=int, default=1_000_000)
     q.add_argument("--repeat", type=int, default=5)
     q.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    pl = sub.add_parser(
+        "plan-limit", help="first plan vs a raw executemany of its rows, for several N"
+    )
+    pl.add_argument("--accounts", default="10000,100000,1000000", help="sizes N, e.g. 10000,1e5")
+    pl.add_argument("--repeat", type=int, default=3)
+    pl.add_argument("--workers", type=int, default=2, help="[plan] workers (1: one process)")
+    im = sub.add_parser("import", help="import a generated portfolio, rows/s over repeats")
+    im.add_argument("--accounts", type=int, default=100_000)
+    im.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if args.what == "search":
         from bench.search import search
 
         search(args.accounts, args.repeat, not args.no_postgres)
+        return
+    if args.what == "plan-limit":
+        from bench.plan_limit import plan_limit
+
+        sizes = [int(float(n)) for n in args.accounts.split(",")]
+        plan_limit(sizes, args.repeat, args.workers)
+        return
+    if args.what == "import":
+        from bench.plan_limit import import_bench
+
+        import_bench(args.accounts, args.repeat)
         return
     if args.what == "render":
         from bench.render import render

@@ -62,6 +62,13 @@ def main() -> None:
         start = time.perf_counter()
         report = planner.plan(NOW)
         elapsed = time.perf_counter() - start
+        if "--first-only" in sys.argv[3:]:
+            with app.store.engine.connect() as conn:
+                rows = conn.execute(text("SELECT count(*) FROM message")).scalar_one()
+            children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            result = {"seconds": elapsed, "rows": rows, "accounts": report.accounts}
+            print(json.dumps({**result, "peak_mb": _peak_mb(), "worker_peak_mb": children}))
+            return
         # The steady state: the daemon re-plans every few minutes and finds little new.
         start = time.perf_counter()
         again = planner.plan(NOW)

@@ -304,6 +304,7 @@ class App:
             self.timing,
             batch_size=self.settings.plan.batch_size,
             catalogued=approved.known,
+            workers=self.settings.plan.workers,
         )
 
     def sender(self) -> Sender:

@@ -69,7 +69,14 @@ def _postal_lines(
     if layout is None:
         return None
     street = [p for p in (line1, line2) if p]
-    return [part for line in layout for part in (street if line == _STREET else [line])]
+    # Some posts (Canada's) want the address upper-cased; the data then upper-cases our
+    # placeholder too, and the street with it.
+    upper = [p.upper() for p in street]
+    return [
+        part
+        for line in layout
+        for part in (street if line == _STREET else upper if line == _STREET.upper() else [line])
+    ]
 
 
 @lru_cache(maxsize=65536)

@@ -6,7 +6,7 @@ allows: inside the window in every candidate zone, not a holiday, and within eve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from dispatcher.domain.cap import Contact, blocking_cap, next_within_caps
@@ -17,6 +17,10 @@ from dispatcher.domain.window import HolidayLookup, Pack, Place, Verdict, check
 # a configuration no message can satisfy, reported as "no instant" rather than looped on.
 _ROUNDS = 64
 
+# check()'s signature: a caller may pass a memoised one (the rules are pure; see
+# dispatcher/service/timing.py), so a plan asks once per place and instant, not per message.
+WindowCheck = Callable[[datetime, Place, ChannelKind, Sequence[Pack], HolidayLookup], Verdict]
+
 
 def schedule(
     now: datetime,
@@ -26,6 +30,8 @@ def schedule(
     chain: Sequence[Pack],
     is_holiday: HolidayLookup,
     contacts: Sequence[Contact],
+    *,
+    check_window: WindowCheck = check,
 ) -> Verdict:
     """Allowed now, or the first rule that blocks it and the first instant nothing does.
 
@@ -36,7 +42,7 @@ def schedule(
     at = now
     first: tuple[str, str] | None = None
     for _ in range(_ROUNDS):
-        timing = check(at, place, channel, chain, is_holiday)
+        timing = check_window(at, place, channel, chain, is_holiday)
         if not timing.allowed:
             first = first or (str(timing.reason), str(timing.rule_id))
             if timing.next_allowed is None:

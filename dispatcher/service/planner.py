@@ -8,20 +8,31 @@ idempotency key is unique and the core only decides what has no record yet.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
 from dispatcher.domain.account import Account
-from dispatcher.domain.decision import Decision, End, EndReason, HoldBack, Queue, plan_account
+from dispatcher.domain.decision import (
+    Decision,
+    End,
+    EndReason,
+    Existing,
+    HoldBack,
+    Queue,
+    plan_account,
+)
 from dispatcher.domain.message import WENT_OUT, MessageKey, MessageStatus
 from dispatcher.domain.policy import Hold, HoldReason, hold_because
 from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.domain.window import Verdict
 from dispatcher.error import TemplateError
 from dispatcher.service.ledger import ContactLedger
+from dispatcher.service.plan_pool import DraftPool
 from dispatcher.service.timing import ContactTiming
 from dispatcher.store.sql import UPDATABLE_FIELDS, AuditEntry, PlanWrite, SqlStore
 from dispatcher.template import RenderedMessage, TemplateSet
@@ -188,9 +199,9 @@ class _Batch:
     def queued(
         self,
         decision: Queue,
-        account: Account,
         locale: str,
         rendered: RenderedMessage,
+        recipient: str | None,
         timing: Verdict,
     ) -> None:
         """Queue a rendered message; outside the contact window it waits for the next
@@ -204,7 +215,7 @@ class _Batch:
                 decision.dpd,
                 self.now,
                 locale=locale,
-                recipient=recipient_of(account, key.channel),
+                recipient=recipient,
                 template_id=rendered.template_id,
                 # The content hash is the version (docs/TEMPLATES.md, "Versions and
                 # approval"); the front matter's `version` is only a label for people.
@@ -251,6 +262,77 @@ def deferral_detail(timing: Verdict) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One decision with what it needs from templates, decided before any cap is counted.
+
+    For a :class:`Queue` decision: the locale of the template found (None: no template),
+    the rendered message, or the render error. Drafting needs only the account, its own
+    messages and the templates, so batches can be drafted in worker processes; what
+    depends on the person's other contacts (caps, ``scheduled_for``) is settled after, in
+    account order, by :meth:`Planner._settle`.
+    """
+
+    decision: Decision
+    locale: str | None = None
+    rendered: RenderedMessage | None = None
+    error: str | None = None
+    recipient: str | None = None  # the phone, email or letter address block it goes to
+
+
+class Drafter:
+    """Decides and renders a batch of accounts: the pure, CPU-heavy half of a plan."""
+
+    def __init__(self, templates: TemplateSet, strategy: Strategy, creditor: Creditor) -> None:
+        self.templates = templates
+        self.strategy = strategy
+        self.creditor = creditor
+
+    def draft(
+        self,
+        accounts: Sequence[Account],
+        existing: Mapping[str, Sequence[Existing]],
+        now: datetime,
+    ) -> list[list[Draft]]:
+        """The drafts of each account of ``accounts``, in order (rule ids: see plan_account)."""
+        return [
+            [
+                self._draft(account, decision, now)
+                for decision in plan_account(
+                    account, now, self.strategy, existing.get(account.account_id, ())
+                )
+            ]
+            for account in accounts
+        ]
+
+    def _draft(self, account: Account, decision: Decision, now: datetime) -> Draft:
+        if not isinstance(decision, Queue):
+            return Draft(decision)
+        locale = self._locale(account, decision)
+        if locale is None:
+            return Draft(decision)
+        context = build_context(
+            account, dpd=decision.dpd, stage_id=decision.stage.id, creditor=self.creditor, now=now
+        )
+        try:
+            rendered = self.templates.render(
+                decision.key.channel, decision.step.template, locale, context
+            )
+        except TemplateError as exc:
+            return Draft(decision, locale, error=str(exc))
+        return Draft(
+            decision, locale, rendered, recipient=recipient_of(account, decision.key.channel)
+        )
+
+    def _locale(self, account: Account, decision: Queue) -> str | None:
+        """The account's own locale, else the strategy's default, if a template exists."""
+        channel, name = decision.step.channel, decision.step.template
+        for locale in (account.locale, self.strategy.default_locale):
+            if self.templates.has(channel, name, locale):
+                return locale
+        return None
+
+
 class Planner:
     def __init__(
         self,
@@ -262,12 +344,15 @@ class Planner:
         *,
         batch_size: int = 2000,
         catalogued: Collection[tuple[ChannelKind, str]] = (),
+        workers: int = 1,
     ) -> None:
         """``templates`` is what may be sent: the approved versions (``App.planner``).
 
         ``catalogued`` names the templates (channel, id) with any version in the catalog:
         a step whose template has none approved is then held ``template_not_approved``
-        rather than ``template_missing``.
+        rather than ``template_missing``. ``workers`` > 1 drafts (decides and renders)
+        batches in that many worker processes while this one reads, counts caps and
+        writes; the result is the same as with one (tests/integration/test_plan_pool.py).
         """
         self.timing = timing
         self.catalogued = frozenset(catalogued)
@@ -276,6 +361,8 @@ class Planner:
         self.strategy = strategy
         self.creditor = creditor
         self.batch_size = batch_size
+        self.workers = workers
+        self.drafter = Drafter(templates, strategy, creditor)
 
     def horizon(self, now: datetime) -> datetime:
         """Latest due date that can be in a stage at ``now``: earliest stage plus a zone day."""
@@ -296,40 +383,66 @@ class Planner:
 
         ``stop`` is asked between batches: a service shutting down commits the batch in
         hand and leaves the rest to the next run (``report.complete`` is then False).
+        Each batch is written in one transaction, so an interruption at any point leaves
+        whole batches or nothing of a batch.
         """
         report = PlanReport(now=now, dry_run=dry_run)
-        for accounts in self.store.plannable_batches(self.horizon(now).date(), self.batch_size):
-            if stop is not None and stop():
-                report.complete = False
-                break
-            existing = self.store.existing_messages([a.account_id for a in accounts])
-            batch = _Batch(now, report, partial(self._contacts, accounts, now))
-            for account in accounts:
-                history = existing.get(account.account_id, ())
-                for decision in plan_account(account, now, self.strategy, history):
-                    self._record(account, decision, batch)
-            if not dry_run:
-                self.store.apply_plan(batch.write)
-            report.accounts += len(accounts)
-            if on_progress is not None:
-                on_progress(len(accounts))
+        batches: Iterator[tuple[list[Account], dict[str, list[Existing]]]] = self._batches(now)
+        parallel = False
+        if self.workers > 1:
+            # Workers take a second or two to start: worth it only from two batches on.
+            ahead = list(itertools.islice(batches, 2))
+            parallel = len(ahead) > 1
+            batches = itertools.chain(ahead, batches)
+        with contextlib.ExitStack() as stack:
+            if parallel:
+                pool = stack.enter_context(DraftPool(self.drafter, self.workers))
+                drafted = pool.drafted(batches, now)
+            else:
+                drafted = (
+                    (accounts, self.drafter.draft(accounts, existing, now))
+                    for accounts, existing in batches
+                )
+            for accounts, drafts in drafted:
+                if stop is not None and stop():
+                    report.complete = False
+                    break
+                batch = _Batch(now, report, partial(self._contacts, accounts, now))
+                for account, mine in zip(accounts, drafts, strict=True):
+                    for draft in mine:
+                        self._settle(account, draft, batch)
+                if not dry_run:
+                    self.store.apply_plan(batch.write)
+                report.accounts += len(accounts)
+                if on_progress is not None:
+                    on_progress(len(accounts))
         return report
+
+    def _batches(self, now: datetime) -> Iterator[tuple[list[Account], dict[str, list[Existing]]]]:
+        """Each batch of plannable accounts with their recorded messages.
+
+        Reading ahead of the writes is safe: a batch's writes touch only its own accounts,
+        and the next page starts after its last account id.
+        """
+        for accounts in self.store.plannable_batches(self.horizon(now).date(), self.batch_size):
+            yield accounts, self.store.existing_messages([a.account_id for a in accounts])
 
     def _contacts(self, accounts: list[Account], now: datetime) -> ContactLedger:
         # `unknown` may have reached the person: it counts, the safe side of a cap.
         counted = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED, MessageStatus.UNKNOWN)
         return ContactLedger(self.store.contacts(accounts, now - self.timing.lookback, counted))
 
-    def _record(self, account: Account, decision: Decision, batch: _Batch) -> None:
+    def _settle(self, account: Account, draft: Draft, batch: _Batch) -> None:
+        decision = draft.decision
         if isinstance(decision, End):
             batch.ended(decision)
         elif isinstance(decision, HoldBack):
             batch.held(decision.key, decision.dpd, decision.hold, existing=decision.update)
         else:
-            self._queue(account, decision, batch)
+            self._queue(account, decision, draft, batch)
 
-    def _queue(self, account: Account, decision: Queue, batch: _Batch) -> None:
-        """Render a due message and queue it for its first allowed instant.
+    def _queue(self, account: Account, decision: Queue, draft: Draft, batch: _Batch) -> None:
+        """Queue a drafted message for its first allowed instant.
 
         A missing or failing template, or no contact window shared by every zone the
         customer may be in, holds it instead, visibly; a message still held for the same
@@ -343,7 +456,7 @@ class Planner:
                     key, decision.dpd, hold_because(reason), existing=decision.release, error=error
                 )
 
-        locale = self._locale(account, decision)
+        locale = draft.locale
         if locale is None:
             wanted = (
                 f"{key.channel.value} template {template!r} "
@@ -359,17 +472,9 @@ class Planner:
             else:
                 hold(HoldReason.TEMPLATE_MISSING, f"no {wanted}")
             return
-        context = build_context(
-            account,
-            dpd=decision.dpd,
-            stage_id=decision.stage.id,
-            creditor=self.creditor,
-            now=batch.now,
-        )
-        try:
-            rendered = self.templates.render(key.channel, template, locale, context)
-        except TemplateError as exc:
-            hold(HoldReason.RENDER_FAILED, str(exc))
+        rendered = draft.rendered
+        if rendered is None:
+            hold(HoldReason.RENDER_FAILED, draft.error or "render failed")
             return
         contacts = batch.ledger.of(account, excluding=key.message_id)
         verdict = self.timing.verdict(account, key.channel, batch.now, contacts)
@@ -380,13 +485,5 @@ class Planner:
                 f"{verdict.rule_id} in every candidate zone of the account",
             )
             return
-        batch.queued(decision, account, locale, rendered, verdict)
+        batch.queued(decision, locale, rendered, draft.recipient, verdict)
         batch.ledger.add(key.message_id, account, key.channel, verdict.next_allowed or batch.now)
-
-    def _locale(self, account: Account, decision: Queue) -> str | None:
-        """The account's own locale, else the strategy's default, if a template exists."""
-        channel, name = decision.step.channel, decision.step.template
-        for locale in (account.locale, self.strategy.default_locale):
-            if self.templates.has(channel, name, locale):
-                return locale
-        return None

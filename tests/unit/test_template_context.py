@@ -131,6 +131,12 @@ def test_creditor_patterns_are_checked() -> None:
             ("建国路88号", None, "北京市", "北京市", "100020", "CN"),
             ["100020", "北京市", "建国路88号", "CN"],
         ),
+        # Canada Post's format is upper case, street included: the street is printed,
+        # never the placeholder the format is filled with (once "\x00STREET\x00").
+        (
+            ("12 Main St", "Apt 4", "Montreal", "QC", "H2Y 1C6", "CA"),
+            ["12 MAIN ST", "APT 4", "MONTREAL QC H2Y 1C6", "CA"],
+        ),
         # Not a country code the address data knows: the plain order, nothing lost.
         (("1 Main", None, "Paris", None, "75001", "France"), ["1 Main", "75001 Paris", "France"]),
         (("1 Main", None, None, None, "75001", "FR"), ["1 Main", "75001", "FR"]),
