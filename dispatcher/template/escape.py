@@ -85,6 +85,10 @@ def typst_escape(text: str) -> str:
     character in both places, and outside them (in code) they are a syntax error, never
     an expression.
     """
+    if text.replace(" ", "").isalnum():
+        # Letters and digits only (most names, cities, amounts' digits): nothing to
+        # escape. str.isalnum is the same class as the pattern's \w without "_".
+        return text
     return _TYPST_SPECIAL.sub(_typst_char, strip_unsafe(text))
 
 

@@ -27,7 +27,14 @@ from markupsafe import escape
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.template import TemplateSet, body_digest
 from dispatcher.template.context import Creditor
-from dispatcher.template.escape import html_value
+from dispatcher.template.escape import (
+    _TYPST_SPECIAL,
+    _UNSAFE,
+    _typst_char,
+    html_value,
+    strip_unsafe,
+    typst_escape,
+)
 from dispatcher.template.filter import MoneyShape, make_filters
 from dispatcher.template.renderer import _record_fields, _Sandbox
 from dispatcher.template.sample import SAMPLE_CREDITOR, sample_context
@@ -155,3 +162,17 @@ def test_body_digest_is_sha256_of_the_documented_json(
 ) -> None:
     canonical = json.dumps([subject, body, html], ensure_ascii=False, separators=(",", ":"))
     assert body_digest(subject, body, html) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+any_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=any_text)
+@example(text="Jane Doe 42")
+@example(text="a_b")
+@example(text="x\u202ey")
+@example(text="٣ ½ Ⅻ")
+def test_escape_shortcuts_give_what_the_patterns_give(text: str) -> None:
+    assert strip_unsafe(text) == _UNSAFE.sub("", text)
+    assert typst_escape(text) == _TYPST_SPECIAL.sub(_typst_char, _UNSAFE.sub("", text))
