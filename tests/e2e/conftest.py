@@ -1,5 +1,10 @@
-"""Fixtures of the browser tests (tests/e2e/web.py): one seeded server and one Chromium
-for the session, a fresh browser context (no cookies) for every test."""
+"""Fixtures of the browser tests (tests/e2e/web.py): one seeded server for the session,
+one Chromium per test module, a fresh browser context (no cookies) for every test.
+
+Chromium is per module, not per session: Playwright's sync API keeps an asyncio loop
+running in the main thread while it is started, and the tests after the browser tests
+call ``asyncio.run`` there.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.e2e.web import CHROMIUM, Served, seeded, served
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./dev installs the Debian package chromium")
