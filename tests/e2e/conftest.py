@@ -1,5 +1,10 @@
-"""Fixtures of the browser tests (tests/e2e/web.py): one seeded server for the session, one
-Chromium per test module, a fresh browser context (no cookies) for every test."""
+"""Fixtures of the browser tests (tests/e2e/web.py): one seeded server for the session,
+one Chromium per test module, a fresh browser context (no cookies) for every test.
+
+Chromium is per module, not per session: Playwright's sync API keeps an asyncio loop
+running in the main thread while it is started, and the tests after the browser tests
+call ``asyncio.run`` there.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,6 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.e2e.web import CHROMIUM, Served, seeded, served
 
 
-# Module scope, not session: while Playwright's sync API runs, the main thread has a running
-# event loop, and every later test that calls asyncio.run() (tests/integration) would fail.
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
