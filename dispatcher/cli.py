@@ -95,7 +95,7 @@ def _root(config: ConfigOption = None) -> None:
 def _app(*, check_schema: bool = True) -> App:
     wired = bootstrap(settings_file=state.config)
     if check_schema:
-        wired.store.check_schema()
+        wired.outlasting(wired.store.check_schema, "opening the database", notify=_warn)
     return wired
 
 
@@ -233,7 +233,8 @@ def _send(wired: App, at: datetime) -> SendReport:
 
 
 def _warn(line: str) -> None:
-    err.print(line, markup=False, highlight=False)
+    # soft_wrap: one line for log collectors and grep, whatever the terminal's width.
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -800,12 +801,12 @@ def main() -> None:
     try:
         app()
     except DispatcherError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except DBAPIError as exc:
         # A database failure outside the retried runs (or not an outage): one line naming
         # the database, never a traceback. The URL's password is not in it.
-        err.print(f"error: {_database_failure(exc)}", markup=False, highlight=False)
+        err.print(f"error: {_database_failure(exc)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

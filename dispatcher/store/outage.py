@@ -143,6 +143,8 @@ def retrying(
     )
     try:
         return retry(call)
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(f"{exc} (gave up after {attempts} attempts)") from None
     except DBAPIError as exc:
         if is_outage(exc):
             raise StoreUnavailable(
