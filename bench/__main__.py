@@ -1,5 +1,7 @@
 """``python -m bench plan --accounts 100000 --repeat 3`` (or ``./dev bench plan ...``).
 
+``python -m bench year --accounts 100000 --days 365``: a simulated year and its invariants.
+
 ``python -m bench letters --count 200 --repeat 3 --batch 10000``: letters per second
 through Typst (ours) and WeasyPrint (the ``bench`` extra), and a print batch's hand-over.
 """
@@ -433,7 +435,18 @@ def main() -> None:
     r = sub.add_parser("render", help="SMS and email messages rendered per second, one core")
     r.add_argument("--count", type=int, default=20_000, help="messages per run and template")
     r.add_argument("--repeat", type=int, default=3)
+    y = sub.add_parser("year", help="simulate a year, then check every invariant")
+    y.add_argument("--accounts", type=int, default=100_000)
+    y.add_argument("--days", type=int, default=365)
+    y.add_argument("--step-hours", type=float, default=13.0, help="plan+send every H hours")
+    y.add_argument("--seed", type=int, default=2026)
+    y.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.what == "year":
+        from bench.year import year
+
+        year(args.accounts, args.days, args.step_hours, args.seed, args.json)
+        return
     if args.what == "render":
         from bench.render import render
 
