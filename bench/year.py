@@ -34,7 +34,7 @@ def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) 
     from dispatcher.service.importer import import_accounts
     from dispatcher.service.simulator import simulate
     from dispatcher.settings import AuditSettings, Settings, SinkSettings
-    from tests.invariant import check_period
+    from tests.invariant import check_period, ticks_of
 
     root = Path(__file__).resolve().parent.parent
     start = datetime(2026, 1, 1, 5, 30, tzinfo=UTC)
@@ -66,8 +66,7 @@ def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) 
         result = simulate(app, start, days, tick)
         simulate_s = time.perf_counter() - began
         simulate_peak = _peak_mb()
-        ticks = [start + k * tick for k in range(int(timedelta(days=days) / tick) + 1)]
-        ticks = [t for t in ticks if t < start + timedelta(days=days)]
+        ticks = ticks_of(start, days, tick)
         began = time.perf_counter()
         ids = [f"AC{n:08d}" for n in range(1, accounts + 1)]
         found = check_period(app, ticks, ids)

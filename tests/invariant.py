@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -92,6 +92,14 @@ def _stage_of(stages: Sequence[Stage], dpd: int) -> Stage | None:
         if stage.dpd_from <= dpd and (stage.dpd_to is None or dpd <= stage.dpd_to):
             return stage
     return None
+
+
+def ticks_of(start: datetime, days: int, tick: timedelta) -> list[datetime]:
+    """The instants ``simulate(app, start, days, tick)`` planned and sent at."""
+    end = start + timedelta(days=days)
+    return [
+        start + k * tick for k in range(int((end - start) / tick) + 1) if start + k * tick < end
+    ]
 
 
 def check_period(app: App, ticks: Sequence[datetime], accounts: Iterable[str]) -> Findings:

@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
 
 from dispatcher.bootstrap import bootstrap
 from dispatcher.channel.memory import MemoryChannel
@@ -21,8 +24,10 @@ from dispatcher.portfolio import write_portfolio
 from dispatcher.service import audit_log
 from dispatcher.service.importer import import_accounts
 from dispatcher.service.simulator import simulate
-from tests.conftest import settings_for
-from tests.invariant import check_period
+from dispatcher.store.sql import AUDIT, HOLD, MESSAGE
+from tests.conftest import settings_for, write_csv
+from tests.integration.test_pipeline import row
+from tests.invariant import check_period, ticks_of
 
 START = datetime(2026, 1, 1, 5, 30, tzinfo=UTC)
 DAYS = 365
@@ -46,8 +51,7 @@ def test_a_simulated_year_breaks_no_rule_and_decides_every_due_step(tmp_path: Pa
     assert imported.rejected == 0, imported.first_rejects
 
     result = simulate(app, START, DAYS, TICK)
-    ticks = [START + k * TICK for k in range(int(timedelta(days=DAYS) / TICK) + 1)]
-    ticks = [t for t in ticks if t < START + timedelta(days=DAYS)]
+    ticks = ticks_of(START, DAYS, TICK)
     ids = [f"AC{n:08d}" for n in range(1, ACCOUNTS + 1)]
     found = check_period(app, ticks, ids)
 
@@ -69,3 +73,72 @@ def test_a_simulated_year_breaks_no_rule_and_decides_every_due_step(tmp_path: Pa
     # The year's audit records chain and verify.
     audit_log.seal(app.audit_chain, app.anchors, anchor=True)
     assert audit_log.check(app.audit_chain, app.anchors).verdict.intact
+
+
+def test_the_checker_finds_each_kind_of_break(tmp_path: Path) -> None:
+    """The checker must fail when a rule is broken: a short simulation, then the database
+    is edited behind the program's back, one break of each kind."""
+    app = bootstrap(settings_for(tmp_path), channels={k: MemoryChannel() for k in ChannelKind})
+    app.store.create_schema()
+    start = datetime(2026, 3, 2, 5, 30, tzinfo=UTC)
+    rows = [row(f"T-{i}", start.date() - timedelta(days=d)) for i, d in enumerate([-4, 0, 6, 29])]
+    import_accounts(
+        app.store,
+        write_csv(tmp_path / "a.csv", rows),
+        now=start,
+        default_timezone="America/New_York",
+        default_region="US",
+    )
+    tick = timedelta(hours=5)
+    simulate(app, start, 40, tick)
+    ticks = ticks_of(start, 40, tick)
+    ids = [r["account_id"] for r in rows]
+    assert check_period(app, ticks, ids).problems == []
+
+    with app.store.engine.begin() as conn:
+        sms = conn.execute(
+            select(MESSAGE.c.message_id, MESSAGE.c.account_id, MESSAGE.c.sent_at)
+            .where(MESSAGE.c.status == "sent", MESSAGE.c.channel == "sms")
+            .order_by(MESSAGE.c.account_id, MESSAGE.c.sent_at)
+        ).all()
+        by_account: dict[str, list[Any]] = {}
+        for m in sms:
+            by_account.setdefault(m.account_id, []).append(m)
+        twice = next(ms for ms in by_account.values() if len(ms) >= 2)
+        first, second = twice[0], twice[1]
+        # A cap: the second SMS an hour after the first. A window: one at 03:00 New York.
+        moved = first.sent_at + timedelta(hours=1)
+        conn.execute(
+            update(MESSAGE).where(MESSAGE.c.message_id == second.message_id).values(sent_at=moved)
+        )
+        night = next(m for m in sms if m.account_id != first.account_id)
+        at_night = datetime(2026, 3, 20, 7, 0, tzinfo=UTC)  # 03:00 EDT
+        conn.execute(
+            update(MESSAGE).where(MESSAGE.c.message_id == night.message_id).values(sent_at=at_night)
+        )
+        # A hold: a dispute on record from before the first SMS went.
+        conn.execute(
+            insert(HOLD).values(
+                account_id=first.account_id,
+                reason="dispute",
+                channel=None,
+                scope="account",
+                starts_at=first.sent_at - timedelta(hours=1),
+                source="test",
+                created_by="test",
+                created_at=first.sent_at - timedelta(hours=1),
+            )
+        )
+        # A due step with no record at all.
+        lost = conn.execute(
+            select(MESSAGE.c.message_id).where(MESSAGE.c.status != "sent").limit(1)
+        ).scalar_one()
+        conn.execute(delete(AUDIT).where(AUDIT.c.message_id == lost))
+        conn.execute(delete(MESSAGE).where(MESSAGE.c.message_id == lost))
+
+    broken = check_period(app, ticks, ids).broken
+    assert any(first.account_id in p for p in broken["US.cap.sms_day"])
+    assert any("03:00" in p for p in broken["US.window.fdcpa"]), broken.keys()
+    assert any("dispute" in p for p in broken["HOLD.records"])
+    assert any("no record" in p for p in broken["DUE.decided"])
+    assert broken["AUDIT.one_record"]  # the moved messages' sent records are at other times
