@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import write_csv
+from tests.e2e.test_serve import free_port, start
 from tests.factory import ROOT
 from tests.fake_twilio import FakeTwilio
 from tests.integration.test_pipeline import row
@@ -311,3 +312,61 @@ def test_postgres_down_for_good_the_command_gives_up_with_one_line(
     assert last.startswith("error: ") and where in last and "gave up after 3 attempts" in last
     assert "Connection refused" in last
     assert "Traceback" not in done.stderr
+
+
+def test_the_service_outlives_a_postgres_restart_and_goes_on_planning_and_sending(
+    tmp_path: Path, cluster: tuple[LocalCluster, PostgresServer]
+) -> None:
+    local, server = cluster
+    port = free_port()
+    with server.database() as url:
+        settings = settings_file(
+            tmp_path,
+            "serve",
+            url,
+            f"[serve]\nport = {port}\nsend_idle_seconds = 0.1\ngrace_seconds = 20\n"
+            'plan_cron = "*/2 * * * * *"\nhousekeeping_seconds = 1\n'
+            f'pid_file = "{tmp_path / "serve.pid"}"\n',
+        )
+        ok(dispatcher(settings, "init"))
+        first = [
+            row(f"V-{i}", (NOW - timedelta(days=1)).date(), phone=f"+1617{6_000_000 + i:07d}")
+            for i in range(5)
+        ]
+        ok(dispatcher(settings, "import", "accounts", str(write_csv(tmp_path / "v1.csv", first))))
+        served = start(tmp_path, settings, port)
+        sent = "SELECT count(*) FROM message WHERE status = 'sent'"
+        try:
+            served.wait_ready()
+            wait_until(lambda: count(url, sent) == 5)
+            local.shut_down("fast")
+            time.sleep(3 * DOWN_SECONDS)
+            local.start_again()
+            assert served.process.poll() is None, served.log.read_text()
+            # After the outage, new work is planned and sent by the same process.
+            later = [
+                row(f"V-{i}", (NOW - timedelta(days=1)).date(), phone=f"+1617{6_000_000 + i:07d}")
+                for i in range(5, 10)
+            ]
+            ok(
+                dispatcher(
+                    settings, "import", "accounts", str(write_csv(tmp_path / "v2.csv", later))
+                )
+            )
+            wait_until(lambda: count(url, sent) == 10, timeout=90)
+            outage = [e for e in served.events() if e.get("event") == "database_unavailable"]
+            assert outage and all(str(local.port) in str(e["error"]) for e in outage)
+            assert {e["doing"] for e in outage} >= {"send"}
+        finally:
+            assert served.stop() == 0, served.log.read_text()
+        assert "Traceback" not in served.log.read_text()
+        assert count(url, "SELECT count(*) FROM message") == 10
+        files = [p for p in (tmp_path / "serve" / "sink").rglob("*.txt")]
+        assert len(files) == 10  # each SMS once
+
+
+def wait_until(condition: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
