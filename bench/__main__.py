@@ -1,5 +1,7 @@
 """``python -m bench plan --accounts 100000 --repeat 3`` (or ``./dev bench plan ...``).
 
+``python -m bench year --accounts 100000 --days 365``: a simulated year and its invariants.
+
 ``python -m bench letters --count 200 --repeat 3 --batch 10000``: letters per second
 through Typst (ours) and WeasyPrint (the ``bench`` extra), and a print batch's hand-over.
 """
@@ -419,6 +421,12 @@ def main() -> None:
     im = sub.add_parser("import", help="import a generated portfolio, rows/s over repeats")
     im.add_argument("--accounts", type=int, default=100_000)
     im.add_argument("--repeat", type=int, default=3)
+    y = sub.add_parser("year", help="simulate a year, then check every invariant")
+    y.add_argument("--accounts", type=int, default=100_000)
+    y.add_argument("--days", type=int, default=365)
+    y.add_argument("--step-hours", type=float, default=13.0, help="plan+send every H hours")
+    y.add_argument("--seed", type=int, default=2026)
+    y.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.what == "search":
         from bench.search import search
@@ -435,6 +443,11 @@ def main() -> None:
         from bench.plan_limit import import_bench
 
         import_bench(args.accounts, args.repeat)
+        return
+    if args.what == "year":
+        from bench.year import year
+
+        year(args.accounts, args.days, args.step_hours, args.seed, args.json)
         return
     if args.what == "render":
         from bench.render import render

@@ -7,11 +7,12 @@ daemon) once at start-up, and tests call it with their own settings.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, make_url
@@ -40,6 +41,7 @@ from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.chain import AuditChainStore
 from dispatcher.store.ops import OpsStore
+from dispatcher.store.outage import retrying
 from dispatcher.store.retention import RetentionStore
 from dispatcher.store.search import AccountSearch
 from dispatcher.store.sql import SqlStore, configure_sqlite
@@ -65,15 +67,16 @@ def database_url_of(database_url: str) -> URL:
     return url
 
 
-def build_store(database_url: str) -> SqlStore:
-    """Create the engine for ``database_url``; SQLite gets WAL and its directory made."""
+def build_store(database_url: str, *, busy_timeout_seconds: float = 10.0) -> SqlStore:
+    """Create the engine for ``database_url``; SQLite gets WAL, the busy timeout and its
+    directory made."""
     url = database_url_of(database_url)
     backend = url.get_backend_name()
     if backend == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
-        configure_sqlite(engine)
+        configure_sqlite(engine, busy_timeout_ms=round(busy_timeout_seconds * 1000))
     elif backend == "postgresql":
         engine = create_engine(url, pool_pre_ping=True)
     else:
@@ -171,6 +174,9 @@ def smtp_channel(settings: Settings) -> SmtpEmailChannel:
         sender_address=settings.creditor.email,
         rate=rate_limit(smtp.messages_per_second),
     )
+
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -323,6 +329,22 @@ class App:
             min_validity=timedelta(seconds=send.sms_min_validity_seconds),
         )
 
+    def outlasting(
+        self, call: Callable[[], _T], doing: str, notify: Callable[[str], None] | None = None
+    ) -> _T:
+        """Run a whole idempotent run (a plan, a send pass, an import) through a database
+        outage: retried as ``[database]`` says, then one clear StoreUnavailable naming the
+        database (docs/OPERATIONS.md, "Database outages")."""
+        db = self.settings.database
+        return retrying(
+            call,
+            engine=self.store.engine,
+            doing=doing,
+            attempts=db.retry_attempts,
+            max_wait=db.retry_max_wait_seconds,
+            notify=notify,
+        )
+
 
 def bootstrap(
     settings: Settings | None = None,
@@ -334,7 +356,9 @@ def bootstrap(
     settings = settings or load_settings(settings_file)
     return App(
         settings=settings,
-        store=build_store(settings.database_url),
+        store=build_store(
+            settings.database_url, busy_timeout_seconds=settings.database.busy_timeout_seconds
+        ),
         channels=channels if channels is not None else file_channels(settings),
     )
 

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from dispatcher import view
 from dispatcher.bootstrap import App, bootstrap, simulation_copy
@@ -33,10 +34,10 @@ from dispatcher.service import audit_log, explainer, ops, retention, simulator
 from dispatcher.service.export import audit_lines, write_messages
 from dispatcher.service.history import account_history
 from dispatcher.service.hold import CHANNEL_OF_REASON, place_hold
-from dispatcher.service.importer import import_accounts
+from dispatcher.service.importer import ImportReport, import_accounts
 from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
-from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml
+from dispatcher.settings import DEFAULT_SETTINGS_FILE, example_settings_toml, load_settings
 from dispatcher.store.schema import INITIAL
 from dispatcher.templates_cli import catalog_summary, templates_app
 from dispatcher.users_cli import users_app
@@ -96,7 +97,7 @@ def _root(config: ConfigOption = None) -> None:
 def _app(*, check_schema: bool = True) -> App:
     wired = bootstrap(settings_file=state.config)
     if check_schema:
-        wired.store.check_schema()
+        wired.outlasting(wired.store.check_schema, "opening the database", notify=_warn)
     return wired
 
 
@@ -207,9 +208,15 @@ def plan(
 ) -> None:
     """Decide what is due for every account and queue it (or record why not)."""
     wired, at = _app(), _now(now)
-    planner = wired.planner(at)
-    with _progress("planning", planner.count(at)) as progress:
-        report = planner.plan(at, dry_run=dry_run, on_progress=_advance(progress))
+
+    def run() -> PlanReport:
+        # Planner and progress afresh on each attempt: a retry after an outage re-reads
+        # what committed and plans only the rest (docs/OPERATIONS.md, "Database outages").
+        planner = wired.planner(at)
+        with _progress("planning", planner.count(at)) as progress:
+            return planner.plan(at, dry_run=dry_run, on_progress=_advance(progress))
+
+    report = wired.outlasting(run, "plan", notify=_warn)
     _show_plan(report, as_json)
 
 
@@ -217,8 +224,19 @@ def plan(
 def send(now: NowOption = None, as_json: JsonOption = False) -> None:
     """Deliver queued messages whose time has come."""
     wired, at = _app(), _now(now)
-    report = asyncio.run(wired.sender().send(at))
+    report = _send(wired, at)
     _show_send(report, as_json)
+
+
+def _send(wired: App, at: datetime) -> SendReport:
+    """One send pass, again after a database outage: what the cut-off pass left
+    ``sending`` is not taken again before its lease ends, then reconciled."""
+    return wired.outlasting(lambda: asyncio.run(wired.sender().send(at)), "send", notify=_warn)
+
+
+def _warn(line: str) -> None:
+    # soft_wrap: one line for log collectors and grep, whatever the terminal's width.
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -286,10 +304,14 @@ def reload(
 def run_once(now: NowOption = None, as_json: JsonOption = False) -> None:
     """Plan, then send: one full cycle."""
     wired, at = _app(), _now(now)
-    planner = wired.planner(at)
-    with _progress("planning", planner.count(at)) as progress:
-        planned = planner.plan(at, on_progress=_advance(progress))
-    sent = asyncio.run(wired.sender().send(at))
+
+    def run() -> PlanReport:
+        planner = wired.planner(at)
+        with _progress("planning", planner.count(at)) as progress:
+            return planner.plan(at, on_progress=_advance(progress))
+
+    planned = wired.outlasting(run, "plan", notify=_warn)
+    sent = _send(wired, at)
     if as_json:
         out.print_json(json.dumps({"plan": view.plan_dict(planned), "send": view.send_dict(sent)}))
         return
@@ -305,16 +327,21 @@ def import_accounts_command(
 ) -> None:
     """Upsert accounts from CSV; bad rows go to FILE's .rejects.csv. Exit 1 if any."""
     wired, at = _app(), _now(now)
-    with _progress("importing", None) as progress:
-        report = import_accounts(
-            wired.store,
-            file,
-            now=at,
-            default_timezone=wired.settings.default_timezone,
-            default_region=wired.settings.default_region,
-            workers=_import_workers(file),
-            on_progress=_advance(progress),
-        )
+
+    def run() -> ImportReport:
+        # An upsert by account_id: a retry after an outage writes the same rows again.
+        with _progress("importing", None) as progress:
+            return import_accounts(
+                wired.store,
+                file,
+                now=at,
+                default_timezone=wired.settings.default_timezone,
+                default_region=wired.settings.default_region,
+                workers=_import_workers(file),
+                on_progress=_advance(progress),
+            )
+
+    report = wired.outlasting(run, "import", notify=_warn)
     if as_json:
         out.print_json(json.dumps(view.import_dict(report)))
     else:
@@ -804,5 +831,20 @@ def main() -> None:
     try:
         app()
     except DispatcherError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except DBAPIError as exc:
+        # A database failure outside the retried runs (or not an outage): one line naming
+        # the database, never a traceback. The URL's password is not in it.
+        err.print(f"error: {_database_failure(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _database_failure(exc: DBAPIError) -> str:
+    reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    try:
+        where = load_settings(state.config).database_url
+        where = make_url(where).render_as_string(hide_password=True)
+    except (DispatcherError, ArgumentError):
+        where = "the database"
+    return f"database {where}: {reason}"

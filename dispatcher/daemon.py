@@ -45,6 +45,7 @@ from dispatcher.service.planner import PlanReport
 from dispatcher.service.sender import SendReport
 from dispatcher.settings import cron_trigger
 from dispatcher.store.lock import InstanceLock, PlanningLock
+from dispatcher.store.outage import describe, is_outage
 
 log = structlog.get_logger("dispatcher.daemon")
 
@@ -211,7 +212,19 @@ class Service:
         if self.stopping.is_set() or self._planning_now.locked():
             return
         async with self._planning_now:
-            await self._plan()
+            try:
+                await self._plan()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                # The database went away around the plan (its retries are spent, or the
+                # run could not even be recorded): one line, and the next tick plans.
+                self.metrics.plan_failed()
+                log.error(
+                    "plan_failed",
+                    error=describe(exc, self.app.store.engine, "plan"),
+                    retry="at the next planning tick",
+                )
 
     async def _plan(self) -> None:
         if not await asyncio.to_thread(self.planning.acquire):
@@ -219,16 +232,25 @@ class Service:
             return
         now = self.clock.now()
         run_id = self.app.store.start_run("plan", self.instance, now)
-        planner = self.app.planner(now)
+
+        def plan() -> PlanReport:
+            # Through a database outage the whole plan runs again (idempotent): the batches
+            # that committed are not planned twice (docs/OPERATIONS.md, "Database outages").
+            return self.app.planner(now).plan(now, stop=self.stopping.is_set)
+
         self._plan_task = asyncio.ensure_future(
-            asyncio.to_thread(planner.plan, now, stop=self.stopping.is_set)
+            asyncio.to_thread(self.app.outlasting, plan, "plan")
         )
         try:
             report = await asyncio.shield(self._plan_task)
         except Exception as exc:
-            self.app.store.finish_run(run_id, "failed", self.clock.now(), {"error": str(exc)})
             self.metrics.plan_failed()
-            log.exception("plan_failed", run=run_id)
+            with contextlib.suppress(Exception):
+                self.app.store.finish_run(run_id, "failed", self.clock.now(), {"error": str(exc)})
+            if isinstance(exc, DispatcherError):
+                log.error("plan_failed", run=run_id, error=str(exc))
+            else:
+                log.exception("plan_failed", run=run_id)
             return
         status = "ok" if report.complete else "interrupted"
         detail = {"accounts": report.accounts, "decisions": report.total, "now": now}
@@ -243,18 +265,29 @@ class Service:
         resent blindly); timed holds past their end → closed and audited."""
         now = self.clock.now()
         report = SendReport(now=now)
-        await self.app.sender().reconcile(now, report)
-        expired = self.app.store.expire_holds(now)
-        # Web sessions past their lifetime or idle limit (HR-32) are deleted, not only refused.
-        web = self.app.settings.web
-        self.app.users.end_stale_sessions(
-            now - timedelta(hours=web.session_hours),
-            now - timedelta(minutes=web.session_idle_minutes),
-        )
-        self._observe(report)
-        if report.total or expired:
-            log.info("housekeeping", interrupted=report.total, holds_expired=expired)
-        await asyncio.to_thread(self._seal_audit)
+        try:
+            await self.app.sender().reconcile(now, report)
+            expired = self.app.store.expire_holds(now)
+            # Web sessions past their lifetime or idle limit (HR-32) are deleted, not only
+            # refused.
+            web = self.app.settings.web
+            self.app.users.end_stale_sessions(
+                now - timedelta(hours=web.session_hours),
+                now - timedelta(minutes=web.session_idle_minutes),
+            )
+            self._observe(report)
+            if report.total or expired:
+                log.info("housekeeping", interrupted=report.total, holds_expired=expired)
+            await asyncio.to_thread(self._seal_audit)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning(
+                "database_unavailable",
+                doing="housekeeping",
+                error=describe(exc, self.app.store.engine, "housekeeping"),
+                retry_in_seconds=self.settings.housekeeping_seconds,
+            )
 
     def _seal_audit(self) -> None:
         """Chain new audit records; anchor the head every ``audit.anchor_seconds``, in the
@@ -267,19 +300,35 @@ class Service:
 
     async def _send_loop(self) -> None:
         idle = self.settings.send_idle_seconds
+        outages = 0
         while not self.stopping.is_set():
+            wait = idle
             try:
                 report = await self.app.sender().send(self.clock.now(), stop=self.stopping.is_set)
-            except DispatcherError as exc:
-                log.error("send_failed", error=str(exc))
+                outages = 0
+            except Exception as exc:
                 report = SendReport(now=self.clock.now())
-            except Exception:
-                log.exception("send_failed")
-                report = SendReport(now=self.clock.now())
+                if is_outage(exc):
+                    # The loop outlives the database: waits double up to half a minute,
+                    # and what the cut-off pass left `sending` is reconciled after its
+                    # lease (docs/OPERATIONS.md, "Database outages").
+                    outages += 1
+                    wait = min(idle * 2 ** min(outages, 10), max(idle, 30.0))
+                    log.warning(
+                        "database_unavailable",
+                        doing="send",
+                        error=describe(exc, self.app.store.engine, "send"),
+                        attempt=outages,
+                        retry_in_seconds=wait,
+                    )
+                elif isinstance(exc, DispatcherError):
+                    log.error("send_failed", error=str(exc))
+                else:
+                    log.exception("send_failed")
             self._observe(report)
             if report.total == 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=idle)
+                    await asyncio.wait_for(self.stopping.wait(), timeout=wait)
 
     def _observe(self, report: SendReport) -> None:
         self.metrics.observe_outcomes(report.counts)

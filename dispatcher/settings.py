@@ -216,6 +216,20 @@ class RetentionSettings(_Section):
     audit_detail_days: int = Field(default=1096, ge=1096)
 
 
+class DatabaseSettings(_Section):
+    """What happens when the database is out for a while: a PostgreSQL restart or
+    failover, another SQLite writer holding the write lock (docs/OPERATIONS.md,
+    "Database outages"). Plan, send and import runs are retried whole (each is
+    idempotent); after the last attempt the run fails with one line naming the database."""
+
+    # SQLite: how long a statement waits for another connection's write lock.
+    busy_timeout_seconds: float = Field(default=10.0, ge=0, le=600)
+    # Attempts of a whole plan/send/import run on an outage (1 = no retry).
+    retry_attempts: int = Field(default=5, ge=1, le=50)
+    # Longest wait between attempts (they start at half a second and double).
+    retry_max_wait_seconds: float = Field(default=30.0, gt=0, le=600)
+
+
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
@@ -269,6 +283,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     web: WebSettings = WebSettings()
     retention: RetentionSettings = RetentionSettings()
+    database: DatabaseSettings = DatabaseSettings()
 
     def secret_values(self) -> list[str]:
         """Every secret in force (tokens, passwords, the database URL's password), so

@@ -116,24 +116,12 @@ class LocalCluster:
             "-c full_page_writes=off",
             "-c max_connections=200",
         ]
+        self._options = options
         for attempt in itertools.count(1):
             # A free port may be taken between probing and binding: try a few.
             self.port = free_port()
             try:
-                self._run(
-                    "pg_ctl",
-                    "start",
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.log),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-o",
-                    " ".join([f"-p {self.port}", *options]),
-                    timeout=90,
-                )
+                self._start()
                 break
             except RuntimeError:
                 if attempt == 3:
@@ -145,6 +133,30 @@ class LocalCluster:
             port=self.port,
             database="postgres",
         )
+
+    def _start(self) -> None:
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            " ".join([f"-p {self.port}", *self._options]),
+            timeout=90,
+        )
+
+    def shut_down(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: every session is cut, as in a restart or failover),
+        keeping its data, so :meth:`start_again` brings it back on the same port."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", timeout=60)
+
+    def start_again(self) -> None:
+        self._start()
 
     def stop(self) -> None:
         try:
@@ -159,7 +171,9 @@ class PostgresServer:
 
     def __init__(self, admin_url: URL) -> None:
         self.admin_url = admin_url
-        self._admin: Engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self._admin: Engine = create_engine(
+            admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True
+        )
         self._names = itertools.count(1)
         self._template_ready = False
 

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from dispatcher.error import StoreError
+from dispatcher.store.outage import StoreUnavailable, describe, is_outage
 
 MIGRATIONS = Path(__file__).with_name("migration")
 INITIAL = "0001"
@@ -117,14 +118,14 @@ def known_revisions() -> list[str]:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at; None when it has none (empty, or made before
     migrations)."""
-    with _errors("cannot read the database's schema version"), engine.connect() as conn:
+    with _errors("cannot read the database's schema version", engine), engine.connect() as conn:
         return _current(conn)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> Migration:
     """Bring the database to ``revision`` (the newest by default), adopting a database made
     before migrations by stamping it at the initial revision first."""
-    with _errors("cannot migrate the database"), _migrating(engine) as conn:
+    with _errors("cannot migrate the database", engine), _migrating(engine) as conn:
         before = _current(conn)
         adopted = before is None and _adopt_unversioned(conn)
         command.upgrade(alembic_config(conn), revision)
@@ -133,7 +134,7 @@ def upgrade(engine: Engine, revision: str = "head") -> Migration:
 
 def downgrade(engine: Engine, revision: str) -> Migration:
     """Take the database back to ``revision`` (``"base"``: drop everything migrations made)."""
-    with _errors("cannot downgrade the database"), _migrating(engine) as conn:
+    with _errors("cannot downgrade the database", engine), _migrating(engine) as conn:
         before = _current(conn)
         command.downgrade(alembic_config(conn), revision)
         return Migration(before, _current(conn))
@@ -141,7 +142,7 @@ def downgrade(engine: Engine, revision: str) -> Migration:
 
 def check(engine: Engine) -> None:
     """Raise StoreError, saying what to do, unless the database is at this dispatcher's head."""
-    with _errors("cannot open the database"), engine.connect() as conn:
+    with _errors("cannot open the database", engine), engine.connect() as conn:
         names = set(inspect(conn).get_table_names())
         current = _current(conn) if VERSION_TABLE in names else None
     head = head_revision()
@@ -198,12 +199,16 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def _errors(doing: str) -> Iterator[None]:
-    """Database and Alembic failures as StoreError: one line for the user, no traceback."""
+def _errors(doing: str, engine: Engine) -> Iterator[None]:
+    """Database and Alembic failures as StoreError: one line for the user, no traceback;
+    an outage (server down, write lock held) as StoreUnavailable, which runs retry."""
     try:
         yield
     except DBAPIError as exc:
-        raise StoreError(f"{doing}: {str(exc.orig).strip()}") from None
+        if is_outage(exc):
+            raise StoreUnavailable(describe(exc, engine, doing)) from None
+        reason = (str(exc.orig).strip().splitlines() or [type(exc).__name__])[0]
+        raise StoreError(f"{doing}: {reason}") from None
     except CommandError as exc:
         raise StoreError(f"{doing}: {exc}") from None
 

@@ -67,7 +67,7 @@ _FLAG_COLUMNS = tuple(flag.value for flag in Flag)
 PENDING = (MessageStatus.HELD.value, MessageStatus.QUEUED.value)
 
 
-def configure_sqlite(engine: Engine) -> None:
+def configure_sqlite(engine: Engine, *, busy_timeout_ms: int = 10000) -> None:
     """WAL for concurrent readers, a busy timeout instead of instant 'database is locked'."""
 
     @event.listens_for(engine, "connect")
@@ -76,7 +76,7 @@ def configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
 

@@ -40,6 +40,54 @@ TWIML = "application/xml"
 MAX_FORM_BYTES = 64 * 1024
 
 
+def _form(fields: dict[str, str], required: list[str]) -> dict[str, object]:
+    """The OpenAPI description of a Twilio form (the handlers read the raw body, to check
+    its signature first): what the schema-driven fuzz tests generate requests from."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            name: {"type": "string", "description": text}
+                            for name, text in fields.items()
+                        },
+                        "required": required,
+                    }
+                }
+            },
+        },
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "HMAC-SHA1 of the public URL and the form, keyed with the "
+                "auth token; anything else is answered 403",
+            }
+        ],
+    }
+
+
+STATUS_FORM = _form(
+    {
+        "MessageSid": "Twilio's message SID",
+        "MessageStatus": "queued, sent, delivered, undelivered, failed ...",
+        "SmsSid": "older name of MessageSid",
+        "SmsStatus": "older name of MessageStatus",
+        "ErrorCode": "Twilio error code of a failure",
+    },
+    ["MessageSid", "MessageStatus"],
+)
+INBOUND_FORM = _form(
+    {"From": "the sender's number", "Body": "the text", "MessageSid": "Twilio's SID"},
+    ["From", "Body"],
+)
+
+
 def public_base(settings: TwilioSettings) -> str:
     """Scheme and host Twilio calls us at: ``webhook_base_url``, else those of
     ``status_callback_url``; empty when neither is set (then nothing can be verified)."""
@@ -90,9 +138,14 @@ def webhook_router(service: Service) -> APIRouter:
             )
             service.metrics.webhook_received(endpoint, "refused")
             raise HTTPException(status_code=403, detail="invalid signature")
+        if any("\x00" in key or "\x00" in value for key, value in params.items()):
+            # Twilio never sends NUL; PostgreSQL cannot store it in text (a 500 before).
+            log.warning("webhook_refused", path=request.url.path, reason="NUL character in form")
+            service.metrics.webhook_received(endpoint, "refused")
+            raise HTTPException(status_code=400, detail="NUL character in form field")
         return params
 
-    @router.post("/status")
+    @router.post("/status", openapi_extra=STATUS_FORM)
     async def status(request: Request) -> Response:
         """A delivery status callback: recorded on the message, never moving it back."""
         form = await verified(request, "status")
@@ -124,7 +177,7 @@ def webhook_router(service: Service) -> APIRouter:
             )
         return Response(status_code=200)
 
-    @router.post("/inbound")
+    @router.post("/inbound", openapi_extra=INBOUND_FORM)
     async def inbound_sms(request: Request) -> Response:
         """An SMS a customer sent us: STOP/START/HELP acted on, everything audited."""
         form = await verified(request, "inbound")

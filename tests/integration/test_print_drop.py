@@ -217,6 +217,53 @@ def test_a_full_disk_is_transient_names_the_folder_and_leaves_no_file(tmp_path: 
     assert len(drop_files(tmp_path)) == 4
 
 
+def test_a_full_disk_while_staging_a_letter_is_transient_and_stages_nothing(
+    tmp_path: Path,
+) -> None:
+    """The disk fills while a letter is staged (before any batch): the error names the
+    staging folder and is transient (the sender retries the message later), nothing is
+    staged half, and the retry stages it once and it is batched once."""
+    (tmp_path / "drop").mkdir()
+    script = textwrap.dedent(
+        f"""
+        import asyncio, resource, sys
+        from pathlib import Path
+        from dispatcher.channel.print_drop import PrintDropSink
+        from dispatcher.error import TransientDelivery
+        from dispatcher.template import compile_pdf
+        from tests.integration.test_print_drop import letter
+        root = Path({str(tmp_path)!r})
+        channel = PrintDropSink(root / "drop", root / "work", compile_pdf)
+        outbound = letter(7)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, 2_000))  # less than one PDF
+        try:
+            asyncio.run(channel.deliver(outbound))
+        except TransientDelivery as exc:
+            print(exc)
+            sys.exit(3)
+        """
+    )
+    failed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert f"print staging folder {tmp_path / 'work' / 'staged'}" in failed.stdout
+    assert "File too large" in failed.stdout or "No space" in failed.stdout
+    assert sink(tmp_path).pending() == set()  # nothing staged, not even in part
+    stage(tmp_path, [letter(7)])
+    assert sink(tmp_path).pending() == {f"{7:032x}"}
+    asyncio.run(sink(tmp_path).hand_over(NOW))
+    (csv_name,) = [n for n in drop_files(tmp_path) if n.endswith(".csv")]
+    rows = manifest(tmp_path / "drop" / csv_name)
+    assert [r["message_id"] for r in rows] == [f"{7:032x}"]
+
+
 def test_an_unusable_drop_folder_is_transient_and_hands_nothing_over(tmp_path: Path) -> None:
     stage(tmp_path, [letter(1)])
     channel = PrintDropSink(tmp_path / "missing", tmp_path / "work", compile_pdf)
