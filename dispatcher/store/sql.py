@@ -1470,15 +1470,25 @@ def _phone_holds(phone: str, reason: str, source: str) -> Any:
 
 def _plannable(due_on_or_before: date) -> ColumnElement[bool]:
     """Accounts the planner must look at: collectible and due by ``due_on_or_before``, or
-    holding a pending message (a payment or a new cycle must end those)."""
-    pending = select(MESSAGE.c.account_id).where(MESSAGE.c.status.in_(PENDING))
+    holding a pending message (a payment or a new cycle must end those).
+
+    The pending test is a correlated EXISTS, probed through ``ix_message_account`` per
+    account: as ``IN (SELECT ...)`` SQLite rebuilt the set of every pending message's
+    account for each batch, and a plan's own queued messages grow that set, so a plan's
+    reads grew with the square of the portfolio (10 s of reads at 100k accounts, 0.2 s so).
+    """
+    pending = (
+        select(MESSAGE.c.account_id)
+        .where(MESSAGE.c.account_id == ACCOUNT.c.account_id, MESSAGE.c.status.in_(PENDING))
+        .exists()
+    )
     return or_(
         and_(
             ACCOUNT.c.status == AccountStatus.OPEN.value,
             ACCOUNT.c.balance_minor > 0,
             ACCOUNT.c.due_date <= due_on_or_before,
         ),
-        ACCOUNT.c.account_id.in_(pending),
+        pending,
     )
 
 
