@@ -315,14 +315,12 @@ class TemplateSet:
 
 def _run(part: _Part, context: Mapping[str, object]) -> str:
     template = part.template
-    # The context is handed to Jinja as it is (shared), not merged with Jinja's globals
-    # into a fresh dict per part: templates cannot name a global anyway (load refuses
-    # every variable outside VARIABLES), and the copy was a tenth of a render.
     variables = context if isinstance(context, dict) else dict(context)
     try:
         try:
             return part.finish(
-                "".join(template.root_render_func(template.new_context(variables, shared=True)))
+                # Not shared: Jinja's globals (``range``, ...) stay visible to templates.
+                "".join(template.root_render_func(template.new_context(variables)))
             )
         except Exception:
             # Re-raised with the template's own file and line numbers in the traceback.
