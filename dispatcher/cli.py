@@ -739,6 +739,15 @@ UntilOption = Annotated[
 ]
 
 
+def _export_format(fmt: str) -> Literal["jsonl", "csv"]:
+    """The ``--format`` of an export, checked before anything is read."""
+    if fmt == "jsonl":
+        return "jsonl"
+    if fmt == "csv":
+        return "csv"
+    raise InputError(f"--format {fmt!r}: choose jsonl or csv")
+
+
 @export_app.command("messages")
 def export_messages(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
@@ -749,12 +758,9 @@ def export_messages(
     ] = None,
 ) -> None:
     """Every message with status and template version, for auditors and other programs."""
-    if fmt not in ("jsonl", "csv"):
-        raise InputError(f"--format {fmt!r}: choose jsonl or csv")
+    kind = _export_format(fmt)
     wired = _app()
-    start = _since(since)
-    rows = wired.store.iter_messages(start, _since(until))
-    kind: Literal["jsonl", "csv"] = "jsonl" if fmt == "jsonl" else "csv"
+    rows = wired.store.iter_messages(_since(since), _since(until))
     if output is None:
         write_messages(rows, sys.stdout, kind)
         return
@@ -773,10 +779,8 @@ def export_audit(
     ] = None,
 ) -> None:
     """Every audit record (event, actor, detail, its place in the chain), for auditors."""
-    if fmt not in ("jsonl", "csv"):
-        raise InputError(f"--format {fmt!r}: choose jsonl or csv")
+    kind = _export_format(fmt)
     wired = _app()
-    kind: Literal["jsonl", "csv"] = "jsonl" if fmt == "jsonl" else "csv"
     lines = audit_lines(wired.store.iter_audit(_since(since), _since(until)), kind)
     if output is None:
         for line in lines:
