@@ -75,6 +75,8 @@ def _fits(at: datetime, times: Sequence[datetime], cap: Cap) -> bool:
     Exact: such a window exists iff some ``limit + 1`` consecutive points of the sorted
     contacts-plus-``at`` that include ``at`` span less than W.
     """
+    if len(times) < cap.limit:  # fewer points than a breaking window needs (most people)
+        return True
     points = sorted([*times, at])
     here = points.index(at)  # any copy of an equal instant will do: spans are the same
     n = cap.limit

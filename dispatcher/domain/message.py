@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dispatcher.domain.strategy import ChannelKind
@@ -63,10 +63,14 @@ class MessageKey:
     stage: str
     step: str
     channel: ChannelKind
+    # The message id, worked out on first use: a plan asks for it several times per key.
+    _id: str = field(default="", init=False, repr=False, compare=False)
 
     def __str__(self) -> str:
         return f"{self.account_id}|{self.cycle}|{self.stage}|{self.step}|{self.channel.value}"
 
     @property
     def message_id(self) -> str:
-        return hashlib.sha256(str(self).encode()).hexdigest()[:32]
+        if not self._id:
+            object.__setattr__(self, "_id", hashlib.sha256(str(self).encode()).hexdigest()[:32])
+        return self._id

@@ -1,24 +1,28 @@
-"""Drafting plan batches in worker processes while the planner's own process writes.
+"""Planning batches in worker processes while the planner's own process writes.
 
-Why: deciding and rendering (Jinja, babel, escaping) is most of a first plan's CPU and
-holds the GIL, so a second core helps only from a second process. The workers draft
-(:class:`~dispatcher.service.planner.Drafter`: decisions and rendered messages, which
-depend on nothing but the account, its own messages and the templates); the planner's
-process keeps everything that depends on other accounts or on the database (caps per
-person, the contact window verdict, the writes), in account order. So a plan with
-workers writes exactly what a plan without them writes.
+Why: reading, deciding, rendering (Jinja, babel, escaping) and settling are nearly all of
+a first plan's CPU and hold the GIL, so a second core helps only from a second process.
+Each worker plans whole batches (:class:`~dispatcher.service.planner.BatchPlanner`)
+through its own database connection: accounts, holds, messages, the caps of the persons
+that lie wholly in the batch, and the rows to write. The planner's process lists the
+pages, settles the few accounts a batch defers (a person reaching into other batches,
+whose caps depend on what those wrote) and writes each batch, in account order. So a plan
+with workers writes exactly what a plan without them writes.
 
 Why ``spawn``: the service plans from a thread of a process that runs other threads
 (the scheduler, the web app); a forked child would inherit their locks. A spawned
 worker rebuilds the approved templates from their sources (the same bytes, checked by
-hash), the strategy and the creditor from pickled copies.
+hash), the strategy, the creditor and the contact timing from pickled copies, and its
+own engine from the database URL.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import pickle
+import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -26,20 +30,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from dispatcher.domain.account import Account
-from dispatcher.domain.decision import Existing
-from dispatcher.domain.strategy import ChannelKind, Strategy
+from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, TemplateError
+from dispatcher.store.sql import Page, SqlStore
 from dispatcher.template import TemplateSet
-from dispatcher.template.context import Creditor
 
 if TYPE_CHECKING:
-    from dispatcher.service.planner import Draft, Drafter
+    from dispatcher.service.planner import BatchPlanner, BatchResult
 
 _Source = tuple[ChannelKind, Path, bytes]
 _Hashes = dict[tuple[ChannelKind, str, str], str]
 
-_drafter: Drafter | None = None  # the worker process's own, set by _start
+# The worker process's own, set by _start.
+_planner: BatchPlanner | None = None
+_store: SqlStore | None = None
+
+
+def shareable(store: SqlStore) -> bool:
+    """Whether worker processes can open the store's database (not an in-memory SQLite)."""
+    url = store.engine.url
+    return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
 
 
 def template_sources(templates: TemplateSet) -> tuple[list[_Source], _Hashes]:
@@ -54,49 +64,67 @@ def template_sources(templates: TemplateSet) -> tuple[list[_Source], _Hashes]:
     return sources, hashes
 
 
-def _start(
-    root: Path, sources: list[_Source], hashes: _Hashes, strategy: Strategy, creditor: Creditor
-) -> None:
-    """Worker start-up: compile the parent's templates and check they are the same ones."""
-    from dispatcher.service.planner import Drafter
+def _start(database_url: str, setup_file: Path) -> None:
+    """Worker start-up: compile the parent's templates, check they are the same ones, and
+    open the database.
 
-    global _drafter
+    The templates, strategy, creditor and timing come pickled in ``setup_file``, not as
+    arguments: arguments travel through the pipe the new process reads only once it has
+    imported everything, so a large one would hold the parent until then, one worker
+    after the other.
+    """
+    from dispatcher.bootstrap import build_store
+    from dispatcher.service.planner import BatchPlanner
+
+    global _planner, _store
+    # Written by the parent a moment ago in its own 0700 temporary directory.
+    setup = pickle.loads(setup_file.read_bytes())  # noqa: S301
+    root, sources, hashes, strategy, creditor, timing, catalogued = setup
     templates = TemplateSet.from_sources(root, sources)
     _, mine = template_sources(templates)
     if mine != hashes:
         raise TemplateError("plan worker: the templates rebuilt differ from the planner's")
-    _drafter = Drafter(templates, strategy, creditor)
+    _planner = BatchPlanner(templates, strategy, creditor, timing, catalogued)
+    _store = build_store(database_url)
 
 
-def _draft(
-    accounts: Sequence[Account], existing: Mapping[str, Sequence[Existing]], now: datetime
-) -> list[list[Draft]]:
-    if _drafter is None:  # _start failed; the pool reports its error first
+def _plan(page: Page, now: datetime) -> BatchResult:
+    if _planner is None or _store is None:  # _start failed; the pool reports its error first
         raise RuntimeError("plan worker not started")
-    return _drafter.draft(accounts, existing, now)
+    return _planner.plan_batch(_store, page, now)
 
 
-class DraftPool:
-    """``workers`` processes drafting batches, at most ``2 * workers`` batches ahead."""
+class BatchPool:
+    """``workers`` processes planning batches, at most ``2 * workers`` batches ahead."""
 
-    def __init__(self, drafter: Drafter, workers: int) -> None:
-        self.drafter = drafter
+    def __init__(self, planner: BatchPlanner, store: SqlStore, workers: int) -> None:
+        self.planner = planner
+        self.store = store
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
+        self._setup: tempfile.TemporaryDirectory[str] | None = None
 
-    def __enter__(self) -> DraftPool:
-        sources, hashes = template_sources(self.drafter.templates)
+    def __enter__(self) -> BatchPool:
+        planner = self.planner
+        sources, hashes = template_sources(planner.templates)
+        setup = (
+            planner.templates.root,
+            sources,
+            hashes,
+            planner.strategy,
+            planner.creditor,
+            planner.timing,
+            planner.catalogued,
+        )
+        self._setup = tempfile.TemporaryDirectory(prefix="dispatcher-plan-")
+        setup_file = Path(self._setup.name) / "setup.pickle"
+        setup_file.write_bytes(pickle.dumps(setup))
         self._executor = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(
-                self.drafter.templates.root,
-                sources,
-                hashes,
-                self.drafter.strategy,
-                self.drafter.creditor,
-            ),
+            # The URL (it may carry a password) goes through the pipe, never to a file.
+            initargs=(self.store.engine.url.render_as_string(hide_password=False), setup_file),
         )
         return self
 
@@ -110,29 +138,26 @@ class DraftPool:
             # A stopped or failed plan drops the batches still in flight (never written).
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self._setup is not None:
+            self._setup.cleanup()
+            self._setup = None
 
-    def drafted(
-        self,
-        batches: Iterable[tuple[list[Account], dict[str, list[Existing]]]],
-        now: datetime,
-    ) -> Iterator[tuple[list[Account], list[list[Draft]]]]:
-        """Each batch with its drafts, in the order of ``batches``.
+    def planned(self, pages: Iterable[Page], now: datetime) -> Iterator[BatchResult]:
+        """Each page planned, in the order of ``pages``.
 
-        Bounded: at most ``2 * workers`` batches are read and drafted ahead of the one
-        being written, so memory does not grow with the portfolio.
+        Bounded: at most ``2 * workers`` batches are planned ahead of the one being
+        written, so memory does not grow with the portfolio.
         """
         if self._executor is None:
-            raise RuntimeError("DraftPool used outside its with-block")
-        pending: deque[tuple[list[Account], Future[list[list[Draft]]]]] = deque()
+            raise RuntimeError("BatchPool used outside its with-block")
+        pending: deque[Future[BatchResult]] = deque()
         try:
-            for accounts, existing in batches:
-                pending.append((accounts, self._executor.submit(_draft, accounts, existing, now)))
+            for page in pages:
+                pending.append(self._executor.submit(_plan, page, now))
                 if len(pending) > 2 * self.workers:
-                    done, future = pending.popleft()
-                    yield done, future.result()
+                    yield pending.popleft().result()
             while pending:
-                done, future = pending.popleft()
-                yield done, future.result()
+                yield pending.popleft().result()
         except BrokenProcessPool as exc:
             # The batches written so far stay (each whole); nothing of the rest is.
             raise DispatcherError(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
 from dispatcher.domain.account import Account
 from dispatcher.domain.decision import (
@@ -32,13 +33,21 @@ from dispatcher.domain.strategy import ChannelKind, Strategy
 from dispatcher.domain.window import Verdict
 from dispatcher.error import TemplateError
 from dispatcher.service.ledger import ContactLedger
-from dispatcher.service.plan_pool import DraftPool
+from dispatcher.service.plan_pool import BatchPool, shareable
 from dispatcher.service.timing import ContactTiming
-from dispatcher.store.sql import UPDATABLE_FIELDS, AuditEntry, PlanWrite, SqlStore
+from dispatcher.store.sql import (
+    UPDATABLE_FIELDS,
+    AuditEntry,
+    ContactRow,
+    Page,
+    PlanWrite,
+    SqlStore,
+)
 from dispatcher.template import RenderedMessage, TemplateSet
 from dispatcher.template.context import Creditor, build_context
 
 ACTOR = "system:planner"
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -143,7 +152,7 @@ class _Batch:
                 account_id=key.account_id,
                 message_id=key.message_id,
                 detail=detail,
-            )
+            ).row()
         )
 
     def ended(self, decision: End) -> None:
@@ -280,13 +289,84 @@ class Draft:
     recipient: str | None = None  # the phone, email or letter address block it goes to
 
 
-class Drafter:
-    """Decides and renders a batch of accounts: the pure, CPU-heavy half of a plan."""
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """An account a batch left to the planner's own process: its person reaches accounts
+    outside the batch. ``inserts_at``/``audits_at`` are where its rows go in the batch's
+    write, so the written order is account order whoever settled what."""
 
-    def __init__(self, templates: TemplateSet, strategy: Strategy, creditor: Creditor) -> None:
+    index: int
+    inserts_at: int
+    audits_at: int
+    drafts: list[Draft]
+
+
+@dataclass
+class BatchResult:
+    """A planned batch: its accounts, the write for every account but the deferred ones,
+    the outcome counts of those, and the deferred accounts."""
+
+    accounts: list[Account]
+    write: PlanWrite
+    counts: Counter[tuple[str, str, str]]
+    deferred: list[Deferred]
+
+
+# `unknown` may have reached the person: it counts, the safe side of a cap.
+COUNTED = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED, MessageStatus.UNKNOWN)
+
+
+class BatchPlanner:
+    """Reads, decides, renders and settles one batch of accounts: the work of a plan that
+    can run in a worker process (:mod:`dispatcher.service.plan_pool`).
+
+    Everything here depends on the batch's accounts, their own messages and the templates,
+    except caps, which count per person. A person whose accounts all lie in the batch is
+    settled here; one who reaches outside it (a phone or email shared with an account of
+    another batch) is deferred to :class:`Planner`, which settles it after the batches
+    before are written, so caps count exactly as in one batch of everything.
+    """
+
+    def __init__(
+        self,
+        templates: TemplateSet,
+        strategy: Strategy,
+        creditor: Creditor,
+        timing: ContactTiming,
+        catalogued: Collection[tuple[ChannelKind, str]] = (),
+    ) -> None:
         self.templates = templates
         self.strategy = strategy
         self.creditor = creditor
+        self.timing = timing
+        self.catalogued = frozenset(catalogued)
+
+    def horizon(self, now: datetime) -> datetime:
+        """Latest due date that can be in a stage at ``now``: earliest stage plus a zone day."""
+        return now + timedelta(days=max(0, -self.strategy.earliest_dpd) + 1)
+
+    def plan_batch(self, store: SqlStore, page: Page, now: datetime) -> BatchResult:
+        """Plan the accounts of ``page``, leaving out the writes of the deferred ones."""
+        accounts = store.plannable_in(self.horizon(now).date(), page)
+        existing = store.existing_messages([a.account_id for a in accounts])
+        drafts = self.draft(accounts, existing, now)
+        report = PlanReport(now=now, dry_run=False)
+        shared: frozenset[str] = frozenset()
+        contacts: list[ContactRow] = []
+        if any(_needs_ledger(d) for mine in drafts for d in mine):
+            found = store.batch_contacts(accounts, now - self.timing.lookback, COUNTED)
+            contacts, shared = found.rows, _reaching_out(accounts, found.reaching_out)
+        batch = _Batch(now, report, lambda: ContactLedger(contacts))
+        deferred: list[Deferred] = []
+        for i, (account, mine) in enumerate(zip(accounts, drafts, strict=True)):
+            if account.account_id in shared:
+                deferred.append(
+                    Deferred(i, len(batch.write.inserts), len(batch.write.audits), mine)
+                )
+                continue
+            for draft in mine:
+                self.settle(account, draft, batch)
+        return BatchResult(accounts, batch.write, report.counts, deferred)
 
     def draft(
         self,
@@ -332,107 +412,9 @@ class Drafter:
                 return locale
         return None
 
-
-class Planner:
-    def __init__(
-        self,
-        store: SqlStore,
-        templates: TemplateSet,
-        strategy: Strategy,
-        creditor: Creditor,
-        timing: ContactTiming,
-        *,
-        batch_size: int = 2000,
-        catalogued: Collection[tuple[ChannelKind, str]] = (),
-        workers: int = 1,
-    ) -> None:
-        """``templates`` is what may be sent: the approved versions (``App.planner``).
-
-        ``catalogued`` names the templates (channel, id) with any version in the catalog:
-        a step whose template has none approved is then held ``template_not_approved``
-        rather than ``template_missing``. ``workers`` > 1 drafts (decides and renders)
-        batches in that many worker processes while this one reads, counts caps and
-        writes; the result is the same as with one (tests/integration/test_plan_pool.py).
-        """
-        self.timing = timing
-        self.catalogued = frozenset(catalogued)
-        self.store = store
-        self.templates = templates
-        self.strategy = strategy
-        self.creditor = creditor
-        self.batch_size = batch_size
-        self.workers = workers
-        self.drafter = Drafter(templates, strategy, creditor)
-
-    def horizon(self, now: datetime) -> datetime:
-        """Latest due date that can be in a stage at ``now``: earliest stage plus a zone day."""
-        return now + timedelta(days=max(0, -self.strategy.earliest_dpd) + 1)
-
-    def count(self, now: datetime) -> int:
-        return self.store.count_plannable(self.horizon(now).date())
-
-    def plan(
-        self,
-        now: datetime,
-        *,
-        dry_run: bool = False,
-        on_progress: Callable[[int], None] | None = None,
-        stop: Callable[[], bool] | None = None,
-    ) -> PlanReport:
-        """Plan every account at ``now``; with ``dry_run`` decide and render but write nothing.
-
-        ``stop`` is asked between batches: a service shutting down commits the batch in
-        hand and leaves the rest to the next run (``report.complete`` is then False).
-        Each batch is written in one transaction, so an interruption at any point leaves
-        whole batches or nothing of a batch.
-        """
-        report = PlanReport(now=now, dry_run=dry_run)
-        batches: Iterator[tuple[list[Account], dict[str, list[Existing]]]] = self._batches(now)
-        parallel = False
-        if self.workers > 1:
-            # Workers take a second or two to start: worth it only from two batches on.
-            ahead = list(itertools.islice(batches, 2))
-            parallel = len(ahead) > 1
-            batches = itertools.chain(ahead, batches)
-        with contextlib.ExitStack() as stack:
-            if parallel:
-                pool = stack.enter_context(DraftPool(self.drafter, self.workers))
-                drafted = pool.drafted(batches, now)
-            else:
-                drafted = (
-                    (accounts, self.drafter.draft(accounts, existing, now))
-                    for accounts, existing in batches
-                )
-            for accounts, drafts in drafted:
-                if stop is not None and stop():
-                    report.complete = False
-                    break
-                batch = _Batch(now, report, partial(self._contacts, accounts, now))
-                for account, mine in zip(accounts, drafts, strict=True):
-                    for draft in mine:
-                        self._settle(account, draft, batch)
-                if not dry_run:
-                    self.store.apply_plan(batch.write)
-                report.accounts += len(accounts)
-                if on_progress is not None:
-                    on_progress(len(accounts))
-        return report
-
-    def _batches(self, now: datetime) -> Iterator[tuple[list[Account], dict[str, list[Existing]]]]:
-        """Each batch of plannable accounts with their recorded messages.
-
-        Reading ahead of the writes is safe: a batch's writes touch only its own accounts,
-        and the next page starts after its last account id.
-        """
-        for accounts in self.store.plannable_batches(self.horizon(now).date(), self.batch_size):
-            yield accounts, self.store.existing_messages([a.account_id for a in accounts])
-
-    def _contacts(self, accounts: list[Account], now: datetime) -> ContactLedger:
-        # `unknown` may have reached the person: it counts, the safe side of a cap.
-        counted = (*WENT_OUT, MessageStatus.SENDING, MessageStatus.QUEUED, MessageStatus.UNKNOWN)
-        return ContactLedger(self.store.contacts(accounts, now - self.timing.lookback, counted))
-
-    def _settle(self, account: Account, draft: Draft, batch: _Batch) -> None:
+    def settle(self, account: Account, draft: Draft, batch: _Batch) -> None:
+        """Record a drafted decision in ``batch``: counted against the person's caps and
+        timed by the contact window if it is to go."""
         decision = draft.decision
         if isinstance(decision, End):
             batch.ended(decision)
@@ -487,3 +469,147 @@ class Planner:
             return
         batch.queued(decision, locale, rendered, draft.recipient, verdict)
         batch.ledger.add(key.message_id, account, key.channel, verdict.next_allowed or batch.now)
+
+
+def _needs_ledger(draft: Draft) -> bool:
+    """A rendered message to queue is the only decision that counts the person's contacts."""
+    return draft.rendered is not None and isinstance(draft.decision, Queue)
+
+
+def _reaching_out(accounts: Sequence[Account], outside: Collection[str]) -> frozenset[str]:
+    """The ids of the accounts whose person reaches past the batch: those sharing a phone or
+    email with an account outside it, and, since a person is whoever shares either, every
+    account of the batch linked to those through a shared phone or email."""
+    reaching = set(outside)
+    shared: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for account in accounts:
+            if account.account_id in shared:
+                continue
+            keys = {k for k in (account.phone, account.email) if k}
+            if keys & reaching:
+                shared.add(account.account_id)
+                reaching |= keys
+                grew = True
+    return frozenset(shared)
+
+
+class Planner:
+    def __init__(
+        self,
+        store: SqlStore,
+        templates: TemplateSet,
+        strategy: Strategy,
+        creditor: Creditor,
+        timing: ContactTiming,
+        *,
+        batch_size: int = 2000,
+        catalogued: Collection[tuple[ChannelKind, str]] = (),
+        workers: int = 1,
+    ) -> None:
+        """``templates`` is what may be sent: the approved versions (``App.planner``).
+
+        ``catalogued`` names the templates (channel, id) with any version in the catalog:
+        a step whose template has none approved is then held ``template_not_approved``
+        rather than ``template_missing``. ``workers`` > 1 plans batches (read, decide,
+        render, settle) in that many worker processes while this one lists the pages,
+        settles the accounts they defer and writes; the result is the same as with one
+        (tests/integration/test_plan_pool.py).
+        """
+        self.store = store
+        self.batch_size = batch_size
+        self.workers = workers
+        self.batches = BatchPlanner(templates, strategy, creditor, timing, catalogued)
+
+    def horizon(self, now: datetime) -> datetime:
+        return self.batches.horizon(now)
+
+    def count(self, now: datetime) -> int:
+        return self.store.count_plannable(self.horizon(now).date())
+
+    def plan(
+        self,
+        now: datetime,
+        *,
+        dry_run: bool = False,
+        on_progress: Callable[[int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> PlanReport:
+        """Plan every account at ``now``; with ``dry_run`` decide and render but write nothing.
+
+        ``stop`` is asked between batches: a service shutting down commits the batch in
+        hand and leaves the rest to the next run (``report.complete`` is then False).
+        Each batch is written in one transaction, so an interruption at any point leaves
+        whole batches or nothing of a batch.
+        """
+        report = PlanReport(now=now, dry_run=dry_run)
+        pages: Iterator[Page] = self.store.plannable_pages(
+            self.horizon(now).date(), self.batch_size
+        )
+        parallel = False
+        if self.workers > 1 and shareable(self.store):
+            # Workers take a second or two to start: worth it only from two batches on.
+            ahead = list(itertools.islice(pages, 2))
+            parallel = len(ahead) > 1
+            pages = itertools.chain(ahead, pages)
+        with contextlib.ExitStack() as stack:
+            planned: Iterator[BatchResult]
+            if parallel:
+                pool = stack.enter_context(BatchPool(self.batches, self.store, self.workers))
+                planned = pool.planned(pages, now)
+            else:
+                planned = (self.batches.plan_batch(self.store, page, now) for page in pages)
+            for result in planned:
+                if stop is not None and stop():
+                    report.complete = False
+                    break
+                report.counts.update(result.counts)
+                write = self._settle_deferred(result, now, report)
+                if not dry_run:
+                    self.store.apply_plan(write)
+                report.accounts += len(result.accounts)
+                if on_progress is not None:
+                    on_progress(len(result.accounts))
+        return report
+
+    def _settle_deferred(self, result: BatchResult, now: datetime, report: PlanReport) -> PlanWrite:
+        """The batch's write with its deferred accounts settled against what the batches
+        before wrote, their rows put where account order puts them."""
+        if not result.deferred:
+            return result.write
+        accounts = [result.accounts[d.index] for d in result.deferred]
+        late = _Batch(now, report, partial(self._contacts, accounts, now))
+        inserts: list[tuple[int, int, int]] = []  # (position in the batch's rows, from, to)
+        audits: list[tuple[int, int, int]] = []
+        for account, deferred in zip(accounts, result.deferred, strict=True):
+            rows, records = len(late.write.inserts), len(late.write.audits)
+            for draft in deferred.drafts:
+                self.batches.settle(account, draft, late)
+            inserts.append((deferred.inserts_at, rows, len(late.write.inserts)))
+            audits.append((deferred.audits_at, records, len(late.write.audits)))
+        write = result.write
+        return PlanWrite(
+            inserts=_splice(write.inserts, late.write.inserts, inserts),
+            updates=write.updates + late.write.updates,
+            ends=write.ends + late.write.ends,
+            audits=_splice(write.audits, late.write.audits, audits),
+        )
+
+    def _contacts(self, accounts: list[Account], now: datetime) -> ContactLedger:
+        lookback = self.batches.timing.lookback
+        return ContactLedger(self.store.contacts(accounts, now - lookback, COUNTED))
+
+
+def _splice(base: list[_T], extra: list[_T], cuts: Sequence[tuple[int, int, int]]) -> list[_T]:
+    """``base`` with ``extra[start:end]`` put in before ``base[at]`` for each (at, start, end),
+    the cuts in order of ``at``."""
+    out: list[_T] = []
+    done = 0
+    for at, start, end in cuts:
+        out += base[done:at]
+        out += extra[start:end]
+        done = at
+    out += base[done:]
+    return out

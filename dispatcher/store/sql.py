@@ -10,7 +10,7 @@ import hashlib
 import json
 import operator
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -119,7 +119,31 @@ class PlanWrite:
     inserts: list[dict[str, object]] = field(default_factory=list)
     updates: list[dict[str, object]] = field(default_factory=list)
     ends: list[dict[str, object]] = field(default_factory=list)
-    audits: list[AuditEntry] = field(default_factory=list)
+    # Audit rows (AuditEntry.row()): made where the batch is planned, a worker process
+    # included, so the writing process only writes.
+    audits: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A range of account ids, ``after`` (exclusive) to ``last`` (inclusive): one plan batch."""
+
+    after: str
+    last: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchContacts:
+    """What caps need to know about a plan batch's persons, read once for the batch.
+
+    ``rows``: the contacts of the batch's own accounts. ``reaching_out``: the phone numbers
+    and email addresses that the batch shares with accounts outside it; a person reached
+    that way may have contacts queued by another batch, so the planner settles such
+    accounts itself, in account order, after the batches before are written.
+    """
+
+    rows: list[ContactRow]
+    reaching_out: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,25 +615,49 @@ class SqlStore:
         time-zone margin), and every account with a pending message, since a payment or a
         new cycle must end those.
         """
+        for page in self.plannable_pages(due_on_or_before, batch_size):
+            yield self.plannable_in(due_on_or_before, page)
+
+    def plannable_pages(self, due_on_or_before: date, batch_size: int) -> Iterator[Page]:
+        """The id ranges of :meth:`plannable_batches`, each holding ``batch_size`` plannable
+        accounts (the last fewer): cheap to list, so the accounts themselves can be read
+        where they are planned (a plan worker's own connection)."""
         wanted = _plannable(due_on_or_before)
         after = ""
         while True:
             with self.engine.connect() as conn:
-                rows = (
+                ids = (
                     conn.execute(
-                        select(ACCOUNT)
+                        select(ACCOUNT.c.account_id)
                         .where(ACCOUNT.c.account_id > after, wanted)
                         .order_by(ACCOUNT.c.account_id)
                         .limit(batch_size)
                     )
-                    .mappings()
+                    .scalars()
                     .all()
                 )
-                accounts = self._with_holds(conn, rows)
-            if not rows:
+            if not ids:
                 return
-            after = rows[-1]["account_id"]
-            yield accounts
+            yield Page(after, ids[-1])
+            after = ids[-1]
+
+    def plannable_in(self, due_on_or_before: date, page: Page) -> list[Account]:
+        """The plannable accounts of ``page`` in id order, each with its active holds."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(ACCOUNT)
+                    .where(
+                        ACCOUNT.c.account_id > page.after,
+                        ACCOUNT.c.account_id <= page.last,
+                        _plannable(due_on_or_before),
+                    )
+                    .order_by(ACCOUNT.c.account_id)
+                )
+                .mappings()
+                .all()
+            )
+            return self._with_holds(conn, rows)
 
     def count_plannable(self, due_on_or_before: date) -> int:
         with self.engine.connect() as conn:
@@ -649,6 +697,27 @@ class SqlStore:
         with self.engine.connect() as conn:
             return self._contacts(conn, accounts, since, statuses)
 
+    def batch_contacts(
+        self, accounts: Sequence[Account], since: datetime, statuses: Sequence[MessageStatus]
+    ) -> BatchContacts:
+        """The contacts that count against caps for a batch's persons that lie wholly in the
+        batch, and which of the batch's accounts share a phone or email with an account
+        outside it (:class:`BatchContacts`)."""
+        mine = {a.account_id for a in accounts}
+        reaching_out: set[str] = set()
+        with self.engine.connect() as conn:
+            for column in (ACCOUNT.c.phone, ACCOUNT.c.email):
+                values = {getattr(a, column.key) for a in accounts} - {None, ""}
+                if not values:
+                    continue
+                for account_id, value in conn.execute(
+                    select(ACCOUNT.c.account_id, column).where(column.in_(values))
+                ):
+                    if account_id not in mine:
+                        reaching_out.add(value)
+            rows = self._contact_rows(conn, mine, since, statuses)
+        return BatchContacts(rows, frozenset(reaching_out))
+
     @staticmethod
     def _contacts(
         conn: Connection,
@@ -673,6 +742,15 @@ class SqlStore:
                     select(ACCOUNT.c.account_id).where(ACCOUNT.c.email.in_(emails))
                 ).scalars()
             )
+        return SqlStore._contact_rows(conn, person_ids, since, statuses)
+
+    @staticmethod
+    def _contact_rows(
+        conn: Connection,
+        person_ids: Collection[str],
+        since: datetime,
+        statuses: Sequence[MessageStatus],
+    ) -> list[ContactRow]:
         rows = conn.execute(
             select(
                 MESSAGE.c.message_id,
@@ -741,9 +819,9 @@ class SqlStore:
                     [{f"v_{k}": v for k, v in row.items()} for row in write.ends],
                 )
             if write.audits and conn.dialect.name == "sqlite":
-                _insert_many(conn, AUDIT.insert(), [entry.row() for entry in write.audits])
-            else:
-                self._audit(conn, write.audits)
+                _insert_many(conn, AUDIT.insert(), write.audits)
+            elif write.audits:
+                conn.execute(AUDIT.insert(), write.audits)
 
     # -- sending --------------------------------------------------------------------------
     @contextmanager
