@@ -14,9 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import make_url
 
 from dispatcher.channel import Channel
 from dispatcher.channel.file import FileEmailSink, FileLetterSink, FileSmsSink
@@ -40,50 +38,17 @@ from dispatcher.service.template_lint import Severity, lint_directory
 from dispatcher.service.timing import ContactTiming
 from dispatcher.settings import Settings, load_settings, load_strategy
 from dispatcher.store.chain import AuditChainStore
+from dispatcher.store.engine import build_store
 from dispatcher.store.ops import OpsStore
 from dispatcher.store.outage import retrying
 from dispatcher.store.retention import RetentionStore
 from dispatcher.store.search import AccountSearch
-from dispatcher.store.sql import SqlStore, configure_sqlite
+from dispatcher.store.sql import SqlStore
 from dispatcher.store.template_version import TemplateVersionStore
 from dispatcher.store.user import UserStore
 from dispatcher.template import TemplateSet
 from dispatcher.template.context import Creditor
 from dispatcher.template.letter import compile_pdf
-
-
-def database_url_of(database_url: str) -> URL:
-    """Parse ``database_url``; a bare ``postgresql://`` (or ``postgres://``) means psycopg 3.
-
-    The driver we install is psycopg 3, while SQLAlchemy reads a bare ``postgresql://`` as
-    psycopg2, which is not there; URLs handed over by platforms and ops are usually bare.
-    """
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        raise ConfigError("settings", "database_url", "not a database URL") from None
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    return url
-
-
-def build_store(database_url: str, *, busy_timeout_seconds: float = 10.0) -> SqlStore:
-    """Create the engine for ``database_url``; SQLite gets WAL, the busy timeout and its
-    directory made."""
-    url = database_url_of(database_url)
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url)
-        configure_sqlite(engine, busy_timeout_ms=round(busy_timeout_seconds * 1000))
-    elif backend == "postgresql":
-        engine = create_engine(url, pool_pre_ping=True)
-    else:
-        raise ConfigError(
-            "settings", "database_url", f"{backend!r}: only sqlite and postgresql are supported"
-        )
-    return SqlStore(engine)
 
 
 def file_channels(settings: Settings) -> dict[ChannelKind, Channel]:

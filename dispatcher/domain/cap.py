@@ -94,6 +94,8 @@ def blocking_cap(
     caps: Sequence[Cap],
 ) -> Cap | None:
     """The first cap that a message on ``channel`` at ``at`` would break, or None."""
+    if not contacts:  # nothing counted: only a cap that allows no message at all can break
+        return next((cap for cap in caps if cap.limit < 1), None)
     for cap in caps:
         if not _fits(at, _counted(cap, channel, account_id, contacts), cap):
             return cap

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, TemplateError
+from dispatcher.store.engine import build_store
 from dispatcher.store.sql import Page, SqlStore
 from dispatcher.template import TemplateSet
 
@@ -73,7 +74,6 @@ def _start(database_url: str, setup_file: Path) -> None:
     imported everything, so a large one would hold the parent until then, one worker
     after the other.
     """
-    from dispatcher.bootstrap import build_store
     from dispatcher.service.planner import BatchPlanner
 
     global _planner, _store

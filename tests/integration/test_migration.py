@@ -16,9 +16,9 @@ from sqlalchemy import Engine, column, insert, inspect, select, text
 from sqlalchemy import table as table_clause
 from sqlmodel import SQLModel
 
-from dispatcher.bootstrap import build_store
 from dispatcher.error import StoreError
 from dispatcher.store import schema
+from dispatcher.store.engine import build_store
 from dispatcher.store.sql import ACCOUNT, AUDIT, HOLD, MESSAGE, SqlStore
 from tests.pg_server import PostgresServer
 

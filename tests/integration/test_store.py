@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from dispatcher.bootstrap import App, build_store, database_url_of
+from dispatcher.bootstrap import App
 from dispatcher.error import ConfigError
+from dispatcher.store.engine import build_store, database_url_of
 from dispatcher.store.sql import HOLD, MESSAGE, SqlStore
 
 NOW = datetime(2026, 6, 10, 15, 0, tzinfo=UTC)
