@@ -128,8 +128,8 @@ class PrintDropSettings(_Section):
 
 class PlanSettings(_Section):
     batch_size: int = Field(default=2000, ge=1, le=50_000)
-    # Processes that decide and render batches while the planner's own one counts caps
-    # and writes (dispatcher/service/plan_pool.py); 1 = all in one process. On 2 cores, 2.
+    # Processes that plan batches (read, decide, render, settle) while the planner's own
+    # one writes (dispatcher/service/plan_pool.py); 1 = all in one process.
     workers: int = Field(default=1, ge=1, le=64)
 
 
