@@ -295,7 +295,7 @@ class Deferred:
     outside the batch. ``inserts_at``/``audits_at`` are where its rows go in the batch's
     write, so the written order is account order whoever settled what."""
 
-    index: int
+    account: Account
     inserts_at: int
     audits_at: int
     drafts: list[Draft]
@@ -303,10 +303,11 @@ class Deferred:
 
 @dataclass
 class BatchResult:
-    """A planned batch: its accounts, the write for every account but the deferred ones,
-    the outcome counts of those, and the deferred accounts."""
+    """A planned batch: how many accounts it planned, the write for every account but the
+    deferred ones, the outcome counts of those, and the deferred accounts. (Not the
+    accounts themselves: pickling them back from a worker cost more than the rows.)"""
 
-    accounts: list[Account]
+    accounts: int
     write: PlanWrite
     counts: Counter[tuple[str, str, str]]
     deferred: list[Deferred]
@@ -358,15 +359,15 @@ class BatchPlanner:
             contacts, shared = found.rows, _reaching_out(accounts, found.reaching_out)
         batch = _Batch(now, report, lambda: ContactLedger(contacts))
         deferred: list[Deferred] = []
-        for i, (account, mine) in enumerate(zip(accounts, drafts, strict=True)):
+        for account, mine in zip(accounts, drafts, strict=True):
             if account.account_id in shared:
                 deferred.append(
-                    Deferred(i, len(batch.write.inserts), len(batch.write.audits), mine)
+                    Deferred(account, len(batch.write.inserts), len(batch.write.audits), mine)
                 )
                 continue
             for draft in mine:
                 self.settle(account, draft, batch)
-        return BatchResult(accounts, batch.write, report.counts, deferred)
+        return BatchResult(len(accounts), batch.write, report.counts, deferred)
 
     def draft(
         self,
@@ -569,9 +570,9 @@ class Planner:
                 write = self._settle_deferred(result, now, report)
                 if not dry_run:
                     self.store.apply_plan(write)
-                report.accounts += len(result.accounts)
+                report.accounts += result.accounts
                 if on_progress is not None:
-                    on_progress(len(result.accounts))
+                    on_progress(result.accounts)
         return report
 
     def _settle_deferred(self, result: BatchResult, now: datetime, report: PlanReport) -> PlanWrite:
@@ -579,7 +580,7 @@ class Planner:
         before wrote, their rows put where account order puts them."""
         if not result.deferred:
             return result.write
-        accounts = [result.accounts[d.index] for d in result.deferred]
+        accounts = [d.account for d in result.deferred]
         late = _Batch(now, report, partial(self._contacts, accounts, now))
         inserts: list[tuple[int, int, int]] = []  # (position in the batch's rows, from, to)
         audits: list[tuple[int, int, int]] = []
