@@ -80,6 +80,11 @@ def configure_sqlite(engine: Engine, *, busy_timeout_ms: int = 10000) -> None:
         cursor.close()
 
 
+# json.dumps(detail, default=str, sort_keys=True, ensure_ascii=False), without building
+# an encoder for each of the hundreds of thousands of records a plan writes.
+_detail_json = json.JSONEncoder(default=str, sort_keys=True, ensure_ascii=False).encode
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     event: str
@@ -96,7 +101,7 @@ class AuditEntry:
             "actor": self.actor,
             "account_id": self.account_id,
             "message_id": self.message_id,
-            "detail": json.dumps(self.detail, default=str, sort_keys=True, ensure_ascii=False),
+            "detail": _detail_json(self.detail),
         }
 
 
