@@ -8,13 +8,11 @@ idempotency key is unique and the core only decides what has no record yet.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import TypeVar
 
 from dispatcher.domain.account import Account
@@ -369,6 +367,33 @@ class BatchPlanner:
                 self.settle(account, draft, batch)
         return BatchResult(len(accounts), batch.write, report.counts, deferred)
 
+    def complete(self, store: SqlStore, result: BatchResult, now: datetime) -> PlanWrite:
+        """The batch's whole write: its deferred accounts settled against what the batches
+        before wrote (call it once they are written), their rows put where account order
+        puts them and their outcomes added to ``result.counts``."""
+        if not result.deferred:
+            return result.write
+        accounts = [d.account for d in result.deferred]
+        since = now - self.timing.lookback
+        report = PlanReport(now=now, dry_run=False)
+        late = _Batch(now, report, lambda: ContactLedger(store.contacts(accounts, since, COUNTED)))
+        inserts: list[tuple[int, int, int]] = []  # (position in the batch's rows, from, to)
+        audits: list[tuple[int, int, int]] = []
+        for account, deferred in zip(accounts, result.deferred, strict=True):
+            rows, records = len(late.write.inserts), len(late.write.audits)
+            for draft in deferred.drafts:
+                self.settle(account, draft, late)
+            inserts.append((deferred.inserts_at, rows, len(late.write.inserts)))
+            audits.append((deferred.audits_at, records, len(late.write.audits)))
+        result.counts.update(report.counts)
+        write = result.write
+        return PlanWrite(
+            inserts=_splice(write.inserts, late.write.inserts, inserts),
+            updates=write.updates + late.write.updates,
+            ends=write.ends + late.write.ends,
+            audits=_splice(write.audits, late.write.audits, audits),
+        )
+
     def draft(
         self,
         accounts: Sequence[Account],
@@ -555,52 +580,28 @@ class Planner:
             ahead = list(itertools.islice(pages, 2))
             parallel = len(ahead) > 1
             pages = itertools.chain(ahead, pages)
-        with contextlib.ExitStack() as stack:
-            planned: Iterator[BatchResult]
-            if parallel:
-                pool = stack.enter_context(BatchPool(self.batches, self.store, self.workers))
-                planned = pool.planned(pages, now)
-            else:
-                planned = (self.batches.plan_batch(self.store, page, now) for page in pages)
-            for result in planned:
-                if stop is not None and stop():
-                    report.complete = False
-                    break
-                report.counts.update(result.counts)
-                write = self._settle_deferred(result, now, report)
-                if not dry_run:
-                    self.store.apply_plan(write)
-                report.accounts += result.accounts
-                if on_progress is not None:
-                    on_progress(result.accounts)
+        if parallel:
+            with BatchPool(self.batches, self.store, self.workers) as pool:
+                for accounts, counts in pool.written(pages, now, dry_run=dry_run, stop=stop):
+                    report.counts.update(counts)
+                    report.accounts += accounts
+                    if on_progress is not None:
+                        on_progress(accounts)
+                report.complete = not pool.stopped
+            return report
+        for page in pages:
+            if stop is not None and stop():
+                report.complete = False
+                break
+            result = self.batches.plan_batch(self.store, page, now)
+            write = self.batches.complete(self.store, result, now)
+            if not dry_run:
+                self.store.apply_plan(write)
+            report.counts.update(result.counts)
+            report.accounts += result.accounts
+            if on_progress is not None:
+                on_progress(result.accounts)
         return report
-
-    def _settle_deferred(self, result: BatchResult, now: datetime, report: PlanReport) -> PlanWrite:
-        """The batch's write with its deferred accounts settled against what the batches
-        before wrote, their rows put where account order puts them."""
-        if not result.deferred:
-            return result.write
-        accounts = [d.account for d in result.deferred]
-        late = _Batch(now, report, partial(self._contacts, accounts, now))
-        inserts: list[tuple[int, int, int]] = []  # (position in the batch's rows, from, to)
-        audits: list[tuple[int, int, int]] = []
-        for account, deferred in zip(accounts, result.deferred, strict=True):
-            rows, records = len(late.write.inserts), len(late.write.audits)
-            for draft in deferred.drafts:
-                self.batches.settle(account, draft, late)
-            inserts.append((deferred.inserts_at, rows, len(late.write.inserts)))
-            audits.append((deferred.audits_at, records, len(late.write.audits)))
-        write = result.write
-        return PlanWrite(
-            inserts=_splice(write.inserts, late.write.inserts, inserts),
-            updates=write.updates + late.write.updates,
-            ends=write.ends + late.write.ends,
-            audits=_splice(write.audits, late.write.audits, audits),
-        )
-
-    def _contacts(self, accounts: list[Account], now: datetime) -> ContactLedger:
-        lookback = self.batches.timing.lookback
-        return ContactLedger(self.store.contacts(accounts, now - lookback, COUNTED))
 
 
 def _splice(base: list[_T], extra: list[_T], cuts: Sequence[tuple[int, int, int]]) -> list[_T]:
