@@ -289,9 +289,9 @@ class Draft:
 
 @dataclass(frozen=True, slots=True)
 class Deferred:
-    """An account a batch left to the planner's own process: its person reaches accounts
-    outside the batch. ``inserts_at``/``audits_at`` are where its rows go in the batch's
-    write, so the written order is account order whoever settled what."""
+    """An account a batch settles only in its turn to write (:meth:`BatchPlanner.complete`):
+    its person reaches accounts outside the batch. ``inserts_at``/``audits_at`` are where
+    its rows go in the batch's write, so the written order is account order."""
 
     account: Account
     inserts_at: int
@@ -302,8 +302,7 @@ class Deferred:
 @dataclass
 class BatchResult:
     """A planned batch: how many accounts it planned, the write for every account but the
-    deferred ones, the outcome counts of those, and the deferred accounts. (Not the
-    accounts themselves: pickling them back from a worker cost more than the rows.)"""
+    deferred ones, the outcome counts of those, and the deferred accounts."""
 
     accounts: int
     write: PlanWrite
@@ -321,8 +320,8 @@ class BatchPlanner:
 
     Everything here depends on the batch's accounts, their own messages and the templates,
     except caps, which count per person. A person whose accounts all lie in the batch is
-    settled here; one who reaches outside it (a phone or email shared with an account of
-    another batch) is deferred to :class:`Planner`, which settles it after the batches
+    settled by :meth:`plan_batch`; one who reaches outside it (a phone or email shared with
+    an account of another batch) is deferred to :meth:`complete`, called once the batches
     before are written, so caps count exactly as in one batch of everything.
     """
 
