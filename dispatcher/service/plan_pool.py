@@ -71,9 +71,15 @@ class WriteTurn:
             self._changed.notify_all()
 
     def wait(self, index: int) -> bool:
-        """True once batch ``index`` may be written; False if the plan stopped first."""
+        """True once batch ``index`` may be written; False if the plan stopped first, or
+        the planner's process is gone (a worker must not outlive it, waiting forever)."""
+        parent = multiprocessing.parent_process()
         with self._changed:
-            self._changed.wait_for(lambda: self._turn.value == index or self._stopped.value)
+            while not self._changed.wait_for(
+                lambda: self._turn.value == index or self._stopped.value, timeout=1.0
+            ):
+                if parent is not None and not parent.is_alive():
+                    return False
             return not self._stopped.value
 
 
@@ -101,7 +107,7 @@ def template_sources(templates: TemplateSet) -> tuple[list[_Source], _Hashes]:
     return sources, hashes
 
 
-def _start(database_url: str, setup_file: Path, turn: WriteTurn) -> None:
+def _start(database_url: str, busy_timeout: float, setup_file: Path, turn: WriteTurn) -> None:
     """Worker start-up: compile the parent's templates, check they are the same ones, and
     open the database.
 
@@ -121,7 +127,7 @@ def _start(database_url: str, setup_file: Path, turn: WriteTurn) -> None:
     if mine != hashes:
         raise TemplateError("plan worker: the templates rebuilt differ from the planner's")
     _planner = BatchPlanner(templates, strategy, creditor, timing, catalogued)
-    _store = build_store(database_url)
+    _store = build_store(database_url, busy_timeout_seconds=busy_timeout)
     _turn = turn
 
 
@@ -174,6 +180,7 @@ class BatchPool:
             # The URL (it may carry a password) goes through the pipe, never to a file.
             initargs=(
                 self.store.engine.url.render_as_string(hide_password=False),
+                self.store.busy_timeout_seconds,
                 setup_file,
                 self._turn,
             ),

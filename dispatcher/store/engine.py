@@ -46,4 +46,4 @@ def build_store(database_url: str, *, busy_timeout_seconds: float = 10.0) -> Sql
         raise ConfigError(
             "settings", "database_url", f"{backend!r}: only sqlite and postgresql are supported"
         )
-    return SqlStore(engine)
+    return SqlStore(engine, busy_timeout_seconds=busy_timeout_seconds)

@@ -299,9 +299,12 @@ UPDATABLE_FIELDS = (
 class SqlStore:
     """The database behind dispatcher. Built by bootstrap from one Engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, busy_timeout_seconds: float = 10.0) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        # What SQLite connections were set to wait for a write lock; a plan worker opening
+        # its own connection to the same file waits as long.
+        self.busy_timeout_seconds = busy_timeout_seconds
 
     # -- schema ---------------------------------------------------------------------------
     def create_schema(self) -> Migration:
