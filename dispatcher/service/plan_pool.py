@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import multiprocessing.connection
+import os
 import pickle
 import tempfile
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -71,15 +74,9 @@ class WriteTurn:
             self._changed.notify_all()
 
     def wait(self, index: int) -> bool:
-        """True once batch ``index`` may be written; False if the plan stopped first, or
-        the planner's process is gone (a worker must not outlive it, waiting forever)."""
-        parent = multiprocessing.parent_process()
+        """True once batch ``index`` may be written; False if the plan stopped first."""
         with self._changed:
-            while not self._changed.wait_for(
-                lambda: self._turn.value == index or self._stopped.value, timeout=1.0
-            ):
-                if parent is not None and not parent.is_alive():
-                    return False
+            self._changed.wait_for(lambda: self._turn.value == index or self._stopped.value)
             return not self._stopped.value
 
 
@@ -119,6 +116,7 @@ def _start(database_url: str, busy_timeout: float, setup_file: Path, turn: Write
     from dispatcher.service.planner import BatchPlanner
 
     global _planner, _store, _turn
+    threading.Thread(target=_exit_with_parent, name="plan-worker-watch", daemon=True).start()
     # Written by the parent a moment ago in its own 0700 temporary directory.
     setup = pickle.loads(setup_file.read_bytes())  # noqa: S301
     root, sources, hashes, strategy, creditor, timing, catalogued = setup
@@ -129,6 +127,19 @@ def _start(database_url: str, busy_timeout: float, setup_file: Path, turn: Write
     _planner = BatchPlanner(templates, strategy, creditor, timing, catalogued)
     _store = build_store(database_url, busy_timeout_seconds=busy_timeout)
     _turn = turn
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the planner's process ends, however it ends.
+
+    A worker waits on its task queue or for its turn to write; if the planner is killed
+    (SIGKILL, out of memory) nothing would ever wake it, and it would live on, holding its
+    database connection. Its open transaction, if any, is rolled back: batches stay whole.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
 
 
 def _plan(page: Page, index: int, now: datetime, dry_run: bool) -> Written | None:
