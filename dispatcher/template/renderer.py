@@ -136,8 +136,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def plain_slot(self, value: Any) -> str:
         """``{{ value }}`` outside autoescape: the text of ``str(finalize(value))``."""
-        if self._strips and type(value) is str:
-            return value if value.isprintable() else strip_unsafe(value)
+        if self._strips:
+            cls = type(value)
+            if cls is str or cls is _Text:
+                return value if value.isprintable() else strip_unsafe(value)
+            if cls is int:
+                return str(value)  # digits and a sign: nothing to remove
         finalize: Callable[[Any], Any] = self.finalize  # type: ignore[assignment]
         return str(finalize(value))
 
@@ -155,6 +159,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 return value.__html__()  # type: ignore[no-any-return]
             if cls is int:
                 return str(value)  # digits and a sign: nothing to remove or escape
+            if cls is Markup and self.finalize is html_value:
+                return value  # type: ignore[no-any-return]  # safe already: kept as it is
         finalize: Callable[[Any], Any] = self.finalize  # type: ignore[assignment]
         return escape(finalize(value))
 

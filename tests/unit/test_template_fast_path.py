@@ -320,6 +320,7 @@ _TRICKY_BODY = """\
 {% filter upper %}filtered {{ customer_name }}{% endfilter %}
 {% autoescape false %}raw {{ customer_name }} {{ "<i>" }}{% endautoescape %}
 {% autoescape customer_name != "" %}maybe {{ customer_name }}{% endautoescape %}
+{% autoescape true %}on {{ customer_name }} {{ customer_name|safe }} {{ dpd }}{% endautoescape %}
 safe {{ customer_name|safe }} e {{ customer_name|e }} const {{ 1 + 2 }} {{ "<b>" ~ "&" }}
 {% for n in range(3) %}{{ loop.index }}:{{ n }} {% endfor %}{{ dict(a=customer_name) }}
 {{ balance }} {{ balance|money }} {{ dpd }} {{ dpd > 3 }} {{ due_date }} {{ due_date|date }}
