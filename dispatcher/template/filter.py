@@ -157,8 +157,15 @@ def make_filters(locale: str) -> dict[str, Callable[..., Any]]:
     """The filters of one locale's environment.
 
     Why a factory: binding the locale at compile time keeps ``{{ balance|money }}``
-    short in templates and avoids a context lookup per call.
+    short in templates and avoids a context lookup per call. The environments of one
+    locale (text, HTML, Typst) share one set, so what one part formatted (an email's
+    balance, its due date) is at hand for the next.
     """
+    return dict(_locale_filters(locale))
+
+
+@lru_cache(maxsize=64)
+def _locale_filters(locale: str) -> dict[str, Callable[..., Any]]:
     loc = babel_locale(locale)
 
     shapes: dict[str, MoneyShape | None] = {}
