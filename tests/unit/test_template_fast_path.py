@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -31,7 +33,7 @@ from markupsafe import Markup, escape
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import TemplateError
 from dispatcher.template import TemplateSet, body_digest
-from dispatcher.template.context import Creditor
+from dispatcher.template.context import _HONORIFICS, Creditor, build_context, first_name
 from dispatcher.template.escape import (
     _TYPST_SPECIAL,
     _UNSAFE,
@@ -49,9 +51,10 @@ from dispatcher.template.escape import (
 from dispatcher.template.filter import MoneyShape, make_filters
 from dispatcher.template.front_matter import split_front_matter
 from dispatcher.template.renderer import _Loader, _record_fields, _Sandbox
-from dispatcher.template.sample import SAMPLE_CREDITOR, sample_context
+from dispatcher.template.sample import SAMPLE_CREDITOR, sample_account, sample_context
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+NOW = datetime(2026, 6, 10, 15, 0, tzinfo=UTC)
 
 # Shipped locales first, then ones whose formats differ in every way babel knows:
 # symbol after the number, other separators, right-to-left marks, no decimals.
@@ -503,3 +506,42 @@ def test_join_remembers_only_what_it_may(
     join(eval_ctx, texts, separator)
     texts.append(_record_fields(SAMPLE_CREDITOR)["name"])
     assert join(eval_ctx, texts, separator) == stock(eval_ctx, texts, separator)
+
+
+def _first_name_by_pattern(full_name: str) -> str:
+    """first_name as it was written with the whitespace pattern (the slow path)."""
+    name = re.sub(r"\s+", " ", full_name).strip()
+    if "," in name:
+        family, _, given = name.partition(",")
+        name = given.strip() or family.strip()
+    parts = name.split(" ")
+    while len(parts) > 1 and parts[0].lower() in _HONORIFICS:
+        parts = parts[1:]
+    return parts[0] if parts else ""
+
+
+names = st.lists(
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+    | st.sampled_from([" ", "\t", "\n", "\u3000", "\xa0", "\x1c", "\x85", "\u2028", ",", "Dr."]),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(full_name=names)
+@example(full_name="  Dr.\u3000 Jane\t\nDoe ")
+@example(full_name="Doe ,\x1c Jane")
+def test_names_are_normalised_as_the_whitespace_pattern_does(full_name: str) -> None:
+    account = replace(sample_account("en-US"), full_name=full_name)
+    context = build_context(account, dpd=3, stage_id="early", creditor=SAMPLE_CREDITOR, now=NOW)
+    assert context["customer_name"] == re.sub(r"\s+", " ", full_name).strip()
+    assert context["first_name"] == first_name(full_name) == _first_name_by_pattern(full_name)
+
+
+def test_the_whitespace_pattern_is_str_isspace() -> None:
+    # What makes split() and the pattern agree: the same set of whitespace characters.
+    pattern = re.compile(r"\s")
+    for code in range(sys.maxunicode + 1):
+        if not 0xD800 <= code <= 0xDFFF:
+            char = chr(code)
+            assert bool(pattern.fullmatch(char)) == char.isspace(), hex(code)
