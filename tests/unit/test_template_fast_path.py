@@ -545,3 +545,23 @@ def test_the_whitespace_pattern_is_str_isspace() -> None:
         if not 0xD800 <= code <= 0xDFFF:
             char = chr(code)
             assert bool(pattern.fullmatch(char)) == char.isspace(), hex(code)
+
+
+def _normalise_text_by_lines(text: str) -> str:
+    """normalise_text as it was first written: strip each line, drop blank end lines."""
+    lines = [line.rstrip() for line in text.split("\n")]
+    start, end = 0, len(lines)
+    while start < end and not lines[start]:
+        start += 1
+    while end > start and not lines[end - 1]:
+        end -= 1
+    return "\n".join(lines[start:end])
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=names)
+@example(text="\n \n\tHi  \n\n there \u3000\n\n\n")
+@example(text="\u2028\n")
+def test_text_finishers_give_what_their_first_versions_gave(text: str) -> None:
+    assert normalise_text(text) == _normalise_text_by_lines(text)
+    assert single_line(text) == re.sub(r"\s+", " ", text).strip()
