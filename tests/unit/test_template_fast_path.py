@@ -441,9 +441,11 @@ def test_an_undefined_value_still_fails_in_the_slot(kind: str, tmp_path: Path) -
             '+++\nid = "t"\nversion = "1"\nchannel = "email"\nlocale = "en-US"\n'
             f'description = "d"\ndisclosures = []\napproval = "draft"\n{extra}+++\n'
         )
-        body = "Hi {{ customer_name }}\n" if p != part else "Hi {{ creditor.nope }}\n"
+        # One run of output over three lines: the error is still placed on its own line.
+        body = "Hi {{ customer_name }},\nyour {{ account_id }}\n"
         if p == part:
-            line = front.count("\n") + 1
+            body += "and {{ creditor.nope }}.\n"
+            line = front.count("\n") + 3
         path = tmp_path / "email" / f"t.en-US.{p}.j2"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(front + body, encoding="utf-8")
