@@ -8,7 +8,6 @@ reject a misspelt variable when it loads, not when a message is due.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -62,7 +61,6 @@ _HONORIFICS: Final = frozenset(
         "rev.",
     }
 )
-_SPACE: Final = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,19 @@ def first_name(full_name: str) -> str:
     for Chinese names, e.g. "王小明") is returned whole, since the family name comes
     first and the customer should not be addressed by it alone.
     """
-    name = _SPACE.sub(" ", full_name).strip()
+    return _given_name(_one_line(full_name))
+
+
+def _one_line(name: str) -> str:
+    """``name`` with every run of whitespace one space, and none at the ends.
+
+    The same as ``re.sub(r"\\s+", " ", name).strip()`` (``\\s`` is ``str.isspace``), in a
+    third of the time; tests/unit/test_template_fast_path.py checks the two agree.
+    """
+    return " ".join(name.split())
+
+
+def _given_name(name: str) -> str:
     if "," in name:
         _family, _, given = name.partition(",")
         name = given.strip() or _family.strip()
@@ -134,10 +144,11 @@ def build_context(
     ``today`` is the date in the customer's own time zone, as the contact rules are.
     """
     quoted = quote(account.account_id, safe="")
+    customer_name = _one_line(account.full_name)
     return {
         "account_id": account.account_id,
-        "customer_name": _SPACE.sub(" ", account.full_name).strip(),
-        "first_name": first_name(account.full_name),
+        "customer_name": customer_name,
+        "first_name": _given_name(customer_name),
         "balance": account.balance,
         "currency": account.currency,
         "due_date": account.due_date,

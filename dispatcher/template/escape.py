@@ -30,7 +30,6 @@ _UNSAFE: Final = re.compile(
 )
 # Everything but Unicode letters and digits (``\w`` minus ``_``) and the ASCII space.
 _TYPST_SPECIAL: Final = re.compile(r"[^\w ]|_")
-_WHITESPACE: Final = re.compile(r"\s+")
 
 
 class TypstCode(str):
@@ -115,13 +114,8 @@ def normalise_text(text: str) -> str:
     Why: template layout (Jinja tags on their own lines, indentation) must not leak
     into an SMS, where every character counts towards the segment limit.
     """
-    lines = [line.rstrip() for line in text.split("\n")]
-    start, end = 0, len(lines)
-    while start < end and not lines[start]:
-        start += 1
-    while end > start and not lines[end - 1]:
-        end -= 1
-    return "\n".join(lines[start:end])
+    # Blank lines at either end are the newlines at either end once lines are stripped.
+    return "\n".join([line.rstrip() for line in text.split("\n")]).strip("\n")
 
 
 def single_line(text: str) -> str:
@@ -129,4 +123,6 @@ def single_line(text: str) -> str:
 
     Why: an email subject is a header; a newline in it would let data inject headers.
     """
-    return _WHITESPACE.sub(" ", text).strip()
+    # What re.sub(r"\s+", " ", text).strip() gives (\s is str.isspace, as for split()),
+    # in a fifth of the time.
+    return " ".join(text.split())

@@ -29,6 +29,7 @@ from jinja2.runtime import Context
 Number = Decimal | int | float
 
 DATE_FORMATS = frozenset({"short", "medium", "long", "full"})
+_NOTHING: Final = object()
 
 
 @lru_cache(maxsize=64)
@@ -156,8 +157,15 @@ def make_filters(locale: str) -> dict[str, Callable[..., Any]]:
     """The filters of one locale's environment.
 
     Why a factory: binding the locale at compile time keeps ``{{ balance|money }}``
-    short in templates and avoids a context lookup per call.
+    short in templates and avoids a context lookup per call. The environments of one
+    locale (text, HTML, Typst) share one set, so what one part formatted (an email's
+    balance, its due date) is at hand for the next.
     """
+    return dict(_locale_filters(locale))
+
+
+@lru_cache(maxsize=64)
+def _locale_filters(locale: str) -> dict[str, Callable[..., Any]]:
     loc = babel_locale(locale)
 
     shapes: dict[str, MoneyShape | None] = {}
@@ -180,13 +188,25 @@ def make_filters(locale: str) -> dict[str, Callable[..., Any]]:
     def formatted_date(value: date, format: str) -> str:
         return str(format_date(value, format=format, locale=loc))
 
+    # The last amount formatted: an email formats its balance in the text part and again
+    # in the HTML part, from the same context, so from the very same objects. Only exact
+    # Decimal and int are kept (immutable: the same object always gives the same text), and
+    # only the same objects hit: equal is not enough (Decimal("-0") == 0, yet "-$0.00").
+    last: list[tuple[object, object, str]] = [(_NOTHING, _NOTHING, "")]
+
     @pass_context
     def money(context: Context, value: Number, currency: str | None = None) -> str:
         """``{{ balance|money }}``: the amount in the context's (or the given) currency."""
         code = currency if currency is not None else context.resolve_or_missing("currency")
+        seen = last[0]
+        if value is seen[0] and code is seen[1]:
+            return seen[2]
         if not isinstance(code, str):
             raise ValueError("money needs a currency: pass one or set `currency`")
-        return formatted_money(value, code)
+        text = formatted_money(value, code)
+        if type(value) is Decimal or type(value) is int:
+            last[0] = (value, code, text)
+        return text
 
     def date_(value: date | datetime, format: str = "medium") -> str:
         """``{{ due_date|date }}`` or ``|date("long")``: a localised calendar date."""

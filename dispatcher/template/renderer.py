@@ -17,10 +17,19 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, nodes, pass_eval_context
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.meta import find_undeclared_variables
+from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
+
+# markupsafe's own escaping of an exact str, without wrapping the result in Markup; the
+# import mirrors markupsafe's (C speedups, else its pure-Python twin).
+try:
+    from markupsafe._speedups import _escape_inner
+except ImportError:  # pragma: no cover - markupsafe built without its C extension
+    from markupsafe._native import _escape_inner
 
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import TemplateError
@@ -29,6 +38,7 @@ from dispatcher.template.escape import (
     html_value,
     normalise_text,
     single_line,
+    strip_unsafe,
     text_value,
     typst_string,
     typst_value,
@@ -64,21 +74,139 @@ _DATA_FIELDS: Final[Mapping[type, frozenset[str]]] = {
 }
 
 
+class _SlotCode(CodeGenerator):
+    """Jinja's code generator, writing each ``{{ value }}`` as one call of the environment.
+
+    Why: Jinja writes ``escape(environment.finalize(value))`` (HTML) or
+    ``str(environment.finalize(value))`` (text, Typst) for every interpolated value; in
+    HTML that is three Python calls and a ``Markup`` object per value, and per value is
+    where an email's time goes (docs/BENCHMARKS.md). This writes
+    ``environment.escaped_slot(value)`` or ``environment.plain_slot(value)`` instead:
+    :class:`_Sandbox` defines them to give exactly the text of Jinja's own expression
+    (tests/unit/test_template_fast_path.py). Constants, the sandbox's checks on attribute
+    reads and calls, and ``{% autoescape %}`` blocks decided at run time are Jinja's own.
+    """
+
+    def _output_child_pre(
+        self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
+    ) -> None:
+        if frame.eval_ctx.volatile or finalize.src != "environment.finalize(":
+            super()._output_child_pre(node, frame, finalize)
+        elif frame.eval_ctx.autoescape:
+            self.write("environment.escaped_slot(")
+        else:
+            self.write("environment.plain_slot(")
+
+    def _output_child_post(
+        self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
+    ) -> None:
+        if frame.eval_ctx.volatile or finalize.src != "environment.finalize(":
+            super()._output_child_post(node, frame, finalize)
+        else:
+            self.write(")")
+
+    def visit_Output(self, node: nodes.Output, frame: Frame) -> None:
+        """Yield one joined string per run of output, not one per piece.
+
+        Why: Jinja yields every constant and every value separately, and resuming the
+        generator for each of an email's ~70 pieces costs more than joining them. The
+        pieces, their order and Jinja's folding of constants are the same (this is
+        Jinja's own loop, less its buffered and ``extends`` cases, which stay Jinja's);
+        each value keeps its own line, so errors still name the template's line.
+        """
+        if frame.buffer is not None or frame.require_output_check:
+            super().visit_Output(node, frame)
+            return
+        finalize = self._make_finalize()
+        body: list[list[Any] | nodes.Expr] = []
+        for child in node.nodes:
+            try:
+                if not (finalize.const or isinstance(child, nodes.TemplateData)):
+                    raise nodes.Impossible()
+                const = self._output_child_to_const(child, frame, finalize)
+            except (nodes.Impossible, Exception):
+                body.append(child)
+                continue
+            if body and isinstance(body[-1], list):
+                body[-1].append(const)
+            else:
+                body.append([const])
+        if len(body) < 2:
+            super().visit_Output(node, frame)
+            return
+        self.writeline("yield environment.concat((")
+        self.indent()
+        for item in body:
+            if isinstance(item, list):
+                self.writeline(self._output_const_repr(item) + ",")
+            else:
+                self.newline(item)
+                self._output_child_pre(item, frame, finalize)
+                self.visit(item, frame)
+                self._output_child_post(item, frame, finalize)
+                self.write(",")
+        self.outdent()
+        self.writeline("))")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with a fast path for the data fields of our own frozen records.
+    """The sandbox, with fast paths for our own records' fields and for output.
 
     Why: the generic path checks every attribute read for internal names, unsafe
     callables and mutating methods; on a field declared in a frozen dataclass of ours
     (:data:`_DATA_FIELDS`) those checks can only pass, and they were a quarter of an
     email's render time. Anything else, including the records' methods, takes the
-    generic, checked path.
+    generic, checked path. Output goes through :meth:`plain_slot` and
+    :meth:`escaped_slot` (see :class:`_SlotCode`).
     """
 
+    code_generator_class = _SlotCode
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Both remove unsafe characters from an exact str and do nothing else to it.
+        self._strips = self.finalize in (text_value, html_value)
+
     def getattr(self, obj: Any, attribute: str) -> Any:
+        entry = _FIELD_CACHE.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            values = entry[1]  # only the data fields of a record in _DATA_FIELDS
+            if attribute in values:
+                return values[attribute]
         names = _DATA_FIELDS.get(type(obj))
         if names is not None and attribute in names:
             return _record_fields(obj)[attribute]
         return super().getattr(obj, attribute)
+
+    def plain_slot(self, value: Any) -> str:
+        """``{{ value }}`` outside autoescape: the text of ``str(finalize(value))``."""
+        if self._strips:
+            cls = type(value)
+            if cls is str or cls is _Text:
+                return value if value.isprintable() else strip_unsafe(value)
+            if cls is int:
+                return str(value)  # digits and a sign: nothing to remove
+        finalize: Callable[[Any], Any] = self.finalize  # type: ignore[assignment]
+        return str(finalize(value))
+
+    def escaped_slot(self, value: Any) -> str:
+        """``{{ value }}`` under autoescape: the text of ``escape(finalize(value))``.
+
+        A str, not Markup: the part is joined into a str anyway, and a buffer (a
+        ``{% set %}`` block, a macro) is joined and marked safe by Jinja as a whole.
+        """
+        if self._strips:
+            cls = type(value)
+            if cls is str:
+                return _escape_inner(value if value.isprintable() else strip_unsafe(value))
+            if cls is _Text:
+                return value.__html__()  # type: ignore[no-any-return]
+            if cls is int:
+                return str(value)  # digits and a sign: nothing to remove or escape
+            if cls is Markup and self.finalize is html_value:
+                return value  # type: ignore[no-any-return]  # safe already: kept as it is
+        finalize: Callable[[Any], Any] = self.finalize  # type: ignore[assignment]
+        return escape(finalize(value))
 
 
 class _Text(str):
@@ -99,6 +227,44 @@ class _Text(str):
         except AttributeError:
             self._html = escape(html_value(str(self)))
             return self._html
+
+
+_NOTHING: Final = object()
+
+
+def _remembering_join(join: Callable[..., Any]) -> Callable[..., Any]:
+    """Jinja's ``join`` filter, remembering its last answer for a record's text tuple.
+
+    Why: ``{{ creditor.address_lines|join(", ") }}`` joins the very same tuple in every
+    message of a run (the creditor's fields are cached, see :func:`_record_fields`), and
+    Jinja's filter costs a microsecond or two per call. Only a tuple of the records' own
+    texts is remembered (immutable, so the same objects give the same answer), and a hit
+    needs the same tuple, separator object and autoescape; everything else is Jinja's.
+    """
+    last: list[tuple[object, object, object, object]] = [(_NOTHING, None, None, None)]
+
+    @pass_eval_context
+    def remembering(
+        eval_ctx: EvalContext, value: Any, d: str = "", attribute: str | int | None = None
+    ) -> Any:
+        seen = last[0]
+        if (
+            value is seen[0]
+            and d is seen[1]
+            and eval_ctx.autoescape is seen[2]
+            and attribute is None
+        ):
+            return seen[3]
+        result = join(eval_ctx, value, d, attribute)
+        if (
+            attribute is None
+            and type(value) is tuple
+            and all(type(item) is _Text for item in value)
+        ):
+            last[0] = (value, d, eval_ctx.autoescape, result)
+        return result
+
+    return remembering
 
 
 # id(record) -> (record, field -> value). The record itself is kept, so its id cannot
@@ -161,6 +327,16 @@ class _Part:
     file: str
     template: Template
     finish: Callable[[str], str]
+    globals: Mapping[str, object] | None = None
+    """Jinja's globals when the template names one of them, else None (see _run)."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One compiled file, and Jinja's globals if it names one (else None)."""
+
+    template: Template
+    globals: Mapping[str, object] | None
 
 
 @dataclass(frozen=True)
@@ -178,13 +354,38 @@ def body_digest(subject: str | None, body: str, body_html: str | None) -> str:
     from an empty string) and any auditor's tool can recompute it.
     """
     # What json.dumps([subject, body, body_html], ensure_ascii=False,
-    # separators=(",", ":")) writes, without building an encoder per message.
-    canonical = f"[{_json_string(subject)},{_json_string(body)},{_json_string(body_html)}]"
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # separators=(",", ":")) writes, in UTF-8, without building an encoder per message.
+    canonical = b"".join(
+        (b"[", _json_bytes(subject), b",", _json_bytes(body), b",", _json_bytes(body_html), b"]")
+    )
+    return hashlib.sha256(canonical).hexdigest()
 
 
-def _json_string(text: str | None) -> str:
-    return "null" if text is None else str(encode_basestring(text))
+# Every byte JSON writes as an escape except the newline: the other control characters.
+_JSON_CONTROLS: Final = bytes(range(0x20)).replace(b"\n", b"")
+
+
+def _json_bytes(text: str | None) -> bytes:
+    """``text`` as a JSON string (``ensure_ascii=False``), in UTF-8.
+
+    Why in bytes: a message is a few KB of mostly template text with many quotes and
+    newlines, and ``encode_basestring`` takes it a character at a time. In UTF-8 no byte
+    of a multi-byte character is below 0x80, so JSON's escapes (quote, backslash, control
+    characters) can be made on the bytes; the newline, the one control character common in
+    messages, by ``bytes.replace``; text with any other (rare) takes ``encode_basestring``.
+    """
+    if text is None:
+        return b"null"
+    data = text.encode("utf-8")
+    if len(data.translate(None, _JSON_CONTROLS)) != len(data):
+        return str(encode_basestring(text)).encode("utf-8")
+    return b"".join(
+        (
+            b'"',
+            data.replace(b"\\", b"\\\\").replace(b'"', b'\\"').replace(b"\n", b"\\n"),
+            b'"',
+        )
+    )
 
 
 def _strip_edges(text: str) -> str:
@@ -316,11 +517,15 @@ class TemplateSet:
 def _run(part: _Part, context: Mapping[str, object]) -> str:
     template = part.template
     variables = context if isinstance(context, dict) else dict(context)
+    if part.globals is not None:
+        # Jinja's globals (``range``, ...) stay visible to the templates that name one;
+        # a plain dict, so the merge is one C-level copy.
+        variables = {**part.globals, **variables}
     try:
         try:
             return part.finish(
-                # Not shared: Jinja's globals (``range``, ...) stay visible to templates.
-                "".join(template.root_render_func(template.new_context(variables)))
+                # Shared: handed over as it is, not copied into a fresh dict per part.
+                "".join(template.root_render_func(template.new_context(variables, shared=True)))
             )
         except Exception:
             # Re-raised with the template's own file and line numbers in the traceback.
@@ -347,8 +552,8 @@ class _Loader:
         self.root = root
         self.variables = variables
         self.environments: dict[tuple[str, str], _Sandbox] = {}
-        # (channel, name, locale) -> part -> (path, bytes, front matter, template)
-        self.parts: dict[Key, dict[str, tuple[Path, bytes, FrontMatter, Template]]] = {}
+        # (channel, name, locale) -> part -> (path, bytes, front matter, compiled)
+        self.parts: dict[Key, dict[str, tuple[Path, bytes, FrontMatter, _Source]]] = {}
 
     def add(self, channel: ChannelKind, path: Path, data: bytes | None = None) -> None:
         """Check and compile one file: read from ``path``, or ``data`` when given."""
@@ -426,12 +631,13 @@ class _Loader:
                 auto_reload=False,
             )
             env.filters.update(make_filters(locale))
+            env.filters["join"] = _remembering_join(env.filters["join"])
             if kind == "typst":
                 env.filters["typst_string"] = typst_string
             self.environments[key] = env
         return env
 
-    def _compile(self, kind: str, locale: str, source: str, file: str) -> Template:
+    def _compile(self, kind: str, locale: str, source: str, file: str) -> _Source:
         env = self.environment(kind, locale)
         try:
             tree = env.parse(source, name=file, filename=file)
@@ -449,7 +655,15 @@ class _Loader:
             code = env.compile(tree, name=file, filename=file)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"{file}:{exc.lineno}: {exc.message}") from exc
-        return env.template_class.from_code(env, code, env.make_globals(None))
+        # A plain dict, not Jinja's ChainMap view: each render's Context lists the globals,
+        # and a ChainMap lists itself slowly. The environments are never changed after load.
+        globals_ = dict(env.make_globals(None))
+        template = env.template_class.from_code(env, code, globals_)
+        # A template that names a global (``range``, ``dict``...) gets them merged into its
+        # context; the others get the context as it is. Every loaded name counts, even one
+        # a {% set %} shadows: merging when not needed costs time, never correctness.
+        loaded = {name.name for name in tree.find_all(nodes.Name) if name.ctx == "load"}
+        return _Source(template, globals_ if loaded & globals_.keys() else None)
 
     def finish(self) -> dict[Key, _Compiled]:
         compiled: dict[Key, _Compiled] = {}
@@ -459,7 +673,7 @@ class _Loader:
                 compiled[key] = self._email(key, parts)
                 continue
             (part,) = parts.values()
-            path, data, front, template = part
+            path, data, front, source = part
             finish = normalise_text if channel is ChannelKind.SMS else _strip_edges
             compiled[key] = _Compiled(
                 info=TemplateInfo(
@@ -471,14 +685,14 @@ class _Loader:
                     hashlib.sha256(data).hexdigest(),
                     (data.decode("utf-8"),),
                 ),
-                body=_Part(str(path), template, finish),
+                body=_Part(str(path), source.template, finish, source.globals),
                 html=None,
                 subject=None,
             )
         return compiled
 
     def _email(
-        self, key: Key, parts: Mapping[str, tuple[Path, bytes, FrontMatter, Template]]
+        self, key: Key, parts: Mapping[str, tuple[Path, bytes, FrontMatter, _Source]]
     ) -> _Compiled:
         channel, name, locale = key
         folder = self.root / CHANNEL_DIRS[channel]
@@ -511,7 +725,9 @@ class _Loader:
                 hashlib.sha256(text_bytes + html_bytes).hexdigest(),
                 (text_bytes.decode("utf-8"), html_bytes.decode("utf-8")),
             ),
-            body=_Part(str(text_path), text_template, normalise_text),
-            html=_Part(str(html_path), html_template, _strip_edges),
-            subject=_Part(subject_file, subject, single_line),
+            body=_Part(
+                str(text_path), text_template.template, normalise_text, text_template.globals
+            ),
+            html=_Part(str(html_path), html_template.template, _strip_edges, html_template.globals),
+            subject=_Part(subject_file, subject.template, single_line, subject.globals),
         )

@@ -11,35 +11,50 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
 from dataclasses import replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
 import pytest
 from babel import Locale
-from babel.numbers import format_currency
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from jinja2 import StrictUndefined, pass_context
+from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from dispatcher.domain.strategy import ChannelKind
+from dispatcher.error import TemplateError
 from dispatcher.template import TemplateSet, body_digest
-from dispatcher.template.context import Creditor
+from dispatcher.template.context import _HONORIFICS, Creditor, build_context, first_name
 from dispatcher.template.escape import (
     _TYPST_SPECIAL,
     _UNSAFE,
+    TypstCode,
     _typst_char,
     html_value,
+    normalise_text,
+    single_line,
     strip_unsafe,
+    text_value,
     typst_escape,
+    typst_string,
+    typst_value,
 )
 from dispatcher.template.filter import MoneyShape, make_filters
-from dispatcher.template.renderer import _record_fields, _Sandbox
-from dispatcher.template.sample import SAMPLE_CREDITOR, sample_context
+from dispatcher.template.front_matter import split_front_matter
+from dispatcher.template.renderer import _Loader, _record_fields, _Sandbox
+from dispatcher.template.sample import SAMPLE_CREDITOR, sample_account, sample_context
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+NOW = datetime(2026, 6, 10, 15, 0, tzinfo=UTC)
 
 # Shipped locales first, then ones whose formats differ in every way babel knows:
 # symbol after the number, other separators, right-to-left marks, no decimals.
@@ -176,3 +191,379 @@ any_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max
 def test_escape_shortcuts_give_what_the_patterns_give(text: str) -> None:
     assert strip_unsafe(text) == _UNSAFE.sub("", text)
     assert typst_escape(text) == _TYPST_SPECIAL.sub(_typst_char, _UNSAFE.sub("", text))
+
+
+# --- Every part as stock Jinja renders it ----------------------------------------------
+# The renderer compiles each {{ value }} to one call of its own (_SlotCode), hands the
+# context to Jinja as it is unless the template names a Jinja global, and writes the
+# digest's JSON on bytes. The reference below does none of that: a stock sandbox with the
+# documented options (docs/TEMPLATES.md), Template.render (a fresh context merged with the
+# globals), and json.dumps for the digest. Every message must come out the same.
+
+_FINALIZE = {"text": text_value, "html": html_value, "typst": typst_value}
+
+
+def _babel_filters(locale: str) -> dict[str, object]:
+    """The documented filters, straight from babel: no shapes, caches or memos."""
+    loc = Locale.parse(locale, sep="-")
+
+    @pass_context
+    def money(context: object, value: Decimal, currency: str | None = None) -> str:
+        code = currency or context.resolve_or_missing("currency")  # type: ignore[attr-defined]
+        return str(format_currency(value, code, locale=loc))
+
+    def date_(value: date, format: str = "medium") -> str:
+        return str(format_date(value, format=format, locale=loc))
+
+    def number(value: Decimal) -> str:
+        return str(format_decimal(value, locale=loc))
+
+    return {"money": money, "date": date_, "number": number}
+
+
+def _stock_environment(kind: str, locale: str) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=kind == "html",
+        finalize=_FINALIZE[kind],
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(_babel_filters(locale))
+    if kind == "typst":
+        env.filters["typst_string"] = typst_string
+    return env
+
+
+def reference_render(
+    templates: TemplateSet, channel: ChannelKind, name: str, locale: str, context: dict[str, object]
+) -> tuple[str | None, str, str | None, str]:
+    """(subject, body, html, body_sha256) as stock Jinja and json.dumps give them."""
+    info = templates.info(channel, name, locale)
+    subject = html = None
+    body = ""
+    for path, text in zip(info.files, info.texts, strict=True):
+        front, source = split_front_matter(text, str(path))
+        part = path.name.split(".")[-2]
+        kind = {"txt": "text", "html": "html", "typ": "typst"}[part]
+        out = _stock_environment(kind, locale).from_string(source).render(context)
+        if part == "html":
+            html = out.strip() + "\n"
+        elif part == "typ":
+            body = out.strip() + "\n"
+        else:
+            body = normalise_text(out)
+        if front.subject is not None:
+            raw = _stock_environment("text", locale).from_string(front.subject).render(context)
+            subject = single_line(raw)
+    canonical = json.dumps([subject, body, html], ensure_ascii=False, separators=(",", ":"))
+    return subject, body, html, hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def rendered(
+    templates: TemplateSet, channel: ChannelKind, name: str, locale: str, context: dict[str, object]
+) -> tuple[str | None, str, str | None, str]:
+    message = templates.render(channel, name, locale, context)
+    return message.subject, message.body, message.body_html, message.body_sha256
+
+
+hostile = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40
+) | st.sampled_from(
+    [
+        "<script>alert('x')</script>",
+        'O\'Brien & "Sons" <b>',
+        "a\tb\nc\r\n\x0b\x1f\x7f\x85 d",
+        "\u202eevil\u2066 \u061c",
+        '#read("/etc/passwd") $x$ *b* _u_ \\ {{ 7*7 }}',
+        "Zoë 李小龍 Nguyễn \u00a0\u202f",
+        "{% raw %}",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    key=st.sampled_from(shipped_templates().names()),
+    name=hostile,
+    account_id=hostile,
+    link=hostile,
+    creditor_name=hostile,
+    balance=amounts,
+    dpd=st.integers(min_value=-30, max_value=400),
+)
+@example(
+    key=(ChannelKind.EMAIL, "mid_day1", "en-US"),
+    name="<b>A&B</b> \u202e",
+    account_id='"x"\\',
+    link="javascript:alert('1')",
+    creditor_name="N & W <Lending>",
+    balance=Decimal("-0"),
+    dpd=31,
+)
+def test_every_shipped_template_renders_as_stock_jinja_renders_it(
+    key: tuple[ChannelKind, str, str],
+    name: str,
+    account_id: str,
+    link: str,
+    creditor_name: str,
+    balance: Decimal,
+    dpd: int,
+) -> None:
+    channel, template, locale = key
+    creditor = replace(SAMPLE_CREDITOR, name=creditor_name, address_lines=(creditor_name, "1"))
+    context = sample_context(locale, creditor=creditor)
+    context.update(
+        customer_name=name,
+        first_name=name,
+        account_id=account_id,
+        payment_link=link,
+        unsubscribe_link=link,
+        balance=balance,
+        dpd=dpd,
+        days_overdue=max(dpd, 0),
+        days_until_due=max(-dpd, 0),
+    )
+    templates = shipped_templates()
+    assert rendered(templates, channel, template, locale, context) == reference_render(
+        templates, channel, template, locale, context
+    )
+
+
+# Jinja constructs the shipped templates do not use, each of which the slot calls, the
+# shared context or the globals must get right: blocks that buffer their output, autoescape
+# switched off (statically and at run time), |safe and |e, constants, Jinja's globals,
+# values that are not strings, and the sandbox's checked path (a record's method).
+_TRICKY_BODY = """\
+{% set greeting %}Dear <{{ customer_name }}>{% endset %}
+{{ greeting }} / {{ greeting|upper }}
+{% macro box(x) %}[{{ x }}]{% endmacro %}
+{% macro wrap(x) %}[{{ x }}|{{ caller() }}]{% endmacro %}
+{{ box(account_id) }}
+{% call wrap(customer_name) %}in call {{ payment_link }}{% endcall %}
+{% filter upper %}filtered {{ customer_name }}{% endfilter %}
+{% autoescape false %}raw {{ customer_name }} {{ "<i>" }}{% endautoescape %}
+{% autoescape customer_name != "" %}maybe {{ customer_name }}{% endautoescape %}
+{% autoescape true %}on {{ customer_name }} {{ customer_name|safe }} {{ dpd }}{% endautoescape %}
+safe {{ customer_name|safe }} e {{ customer_name|e }} const {{ 1 + 2 }} {{ "<b>" ~ "&" }}
+{% for n in range(3) %}{{ loop.index }}:{{ n }} {% endfor %}{{ dict(a=customer_name) }}
+{{ balance }} {{ balance|money }} {{ dpd }} {{ dpd > 3 }} {{ due_date }} {{ due_date|date }}
+{{ address_lines }} {{ creditor.address_lines|join(" | ") }} {{ creditor.name }}
+{{ creditor.opt_out_sms_for(locale) }} {{ [customer_name, dpd] }} {{ none }}
+{% set n = namespace(v=customer_name) %}{{ n.v }}
+"""
+_NO_GLOBALS_BODY = """\
+Dear {{ customer_name }} <{{ account_id }}>, {{ balance|money }} due {{ due_date|date("long") }}.
+{% set range = [account_id] %}{% for x in range %}{{ x }}{% endfor %} {{ creditor.name }}
+"""
+
+
+def _tricky_templates(root: Path) -> TemplateSet:
+    header = (
+        '+++\nid = "{name}"\nversion = "1"\nchannel = "{channel}"\nlocale = "en-US"\n'
+        'description = "d"\ndisclosures = []\napproval = "draft"\n{subject}+++\n'
+    )
+    subject = "subject = '{{ customer_name }} {{ range(2)|list }} {{ dpd }}'\n"
+    for name, body in (("tricky", _TRICKY_BODY), ("plain", _NO_GLOBALS_BODY)):
+        for folder, channel, part, extra in (
+            ("sms", "sms", "txt", ""),
+            ("email", "email", "txt", subject),
+            ("email", "email", "html", ""),
+            ("letters", "letter", "typ", ""),
+        ):
+            path = root / folder / f"{name}.en-US.{part}.j2"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            front = header.format(name=name, channel=channel, subject=extra)
+            path.write_text(front + body, encoding="utf-8")
+    return TemplateSet.load(root)
+
+
+@cache
+def tricky_templates() -> TemplateSet:
+    import tempfile
+
+    return _tricky_templates(Path(tempfile.mkdtemp(prefix="tricky-templates-")))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    channel=st.sampled_from([ChannelKind.SMS, ChannelKind.EMAIL, ChannelKind.LETTER]),
+    name=st.sampled_from(["tricky", "plain"]),
+    customer=hostile,
+    creditor_name=hostile,
+    balance=amounts,
+)
+@example(
+    channel=ChannelKind.EMAIL,
+    name="tricky",
+    customer="",
+    creditor_name="<b>",
+    balance=Decimal("1"),
+)
+def test_jinja_constructs_render_as_stock_jinja_renders_them(
+    channel: ChannelKind, name: str, customer: str, creditor_name: str, balance: Decimal
+) -> None:
+    creditor = replace(SAMPLE_CREDITOR, name=creditor_name, address_lines=("a", creditor_name))
+    context = sample_context("en-US", creditor=creditor)
+    context.update(customer_name=customer, balance=balance)
+    templates = tricky_templates()
+    assert rendered(templates, channel, name, "en-US", context) == reference_render(
+        templates, channel, name, "en-US", context
+    )
+
+
+def test_only_templates_that_name_a_jinja_global_get_the_globals(tmp_path: Path) -> None:
+    templates = _tricky_templates(tmp_path)
+    uses_range = templates._get(ChannelKind.EMAIL, "tricky", "en-US")
+    shadowed = templates._get(ChannelKind.EMAIL, "plain", "en-US")
+    assert uses_range.body.globals is not None and "range" in uses_range.body.globals
+    assert uses_range.subject is not None and uses_range.subject.globals is not None
+    # `range` set by the template itself still counts as naming it: merged, harmlessly.
+    assert shadowed.body.globals is not None
+    shipped = shipped_templates()._get(ChannelKind.EMAIL, "mid_day1", "en-US")
+    assert shipped.body.globals is None and shipped.html is not None
+    assert shipped.html.globals is None
+    # Shared or merged, the caller's context is never written to.
+    context = sample_context("en-US")
+    before = dict(context)
+    templates.render(ChannelKind.EMAIL, "tricky", "en-US", context)
+    shipped_templates().render(ChannelKind.EMAIL, "mid_day1", "en-US", context)
+    assert context == before
+
+
+@pytest.mark.parametrize("kind", ["text", "html"])
+def test_an_undefined_value_still_fails_in_the_slot(kind: str, tmp_path: Path) -> None:
+    part = "html" if kind == "html" else "txt"
+    line = 0
+    for p, extra in (("txt", "subject = 'S'\n"), ("html", "")):
+        front = (
+            '+++\nid = "t"\nversion = "1"\nchannel = "email"\nlocale = "en-US"\n'
+            f'description = "d"\ndisclosures = []\napproval = "draft"\n{extra}+++\n'
+        )
+        # One run of output over three lines: the error is still placed on its own line.
+        body = "Hi {{ customer_name }},\nyour {{ account_id }}\n"
+        if p == part:
+            body += "and {{ creditor.nope }}.\n"
+            line = front.count("\n") + 3
+        path = tmp_path / "email" / f"t.en-US.{p}.j2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(front + body, encoding="utf-8")
+    templates = TemplateSet.load(tmp_path)
+    with pytest.raises(TemplateError, match=rf"t\.en-US\.{part}\.j2:{line}: UndefinedError"):
+        templates.render(ChannelKind.EMAIL, "t", "en-US", sample_context("en-US"))
+
+
+slot_values = (
+    hostile
+    | amounts
+    | st.integers()
+    | st.booleans()
+    | st.none()
+    | st.floats(allow_nan=False)
+    | st.dates()
+    | hostile.map(Markup)
+    | hostile.map(TypstCode)
+    | st.lists(hostile, max_size=3)
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(kind=st.sampled_from(["text", "html", "typst"]), value=slot_values)
+@example(kind="html", value=_record_fields(SAMPLE_CREDITOR)["name"])
+@example(kind="html", value=True)
+@example(kind="text", value=_record_fields(SAMPLE_CREDITOR)["name"])
+def test_slots_give_what_jinjas_output_expressions_give(kind: str, value: object) -> None:
+    env = _Sandbox(finalize=_FINALIZE[kind], autoescape=kind == "html")
+    finalize = _FINALIZE[kind]
+    assert env.plain_slot(value) == str(finalize(value))
+    assert str(env.escaped_slot(value)) == str(escape(finalize(value)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(hostile, min_size=0, max_size=3),
+    separator=st.sampled_from([", ", " & ", "<br>", ""]),
+    autoescape=st.booleans(),
+    again=st.booleans(),
+)
+def test_join_remembers_only_what_it_may(
+    lines: list[str], separator: str, autoescape: bool, again: bool
+) -> None:
+    env = _Loader(TEMPLATES, frozenset()).environment("html" if autoescape else "text", "en-US")
+    stock = ImmutableSandboxedEnvironment(autoescape=autoescape).filters["join"]
+    eval_ctx = EvalContext(env)
+    record = replace(SAMPLE_CREDITOR, address_lines=tuple(lines))
+    value = _record_fields(record)["address_lines"]
+    join = env.filters["join"]
+    for sep in (separator, separator, "; "):
+        for item in (value, tuple(map(str, value)), list(value)):
+            got = join(eval_ctx, item, sep)
+            assert type(got) is type(stock(eval_ctx, item, sep))
+            assert got == stock(eval_ctx, item, sep)
+        if again:
+            eval_ctx.autoescape = not eval_ctx.autoescape
+    # A list of the same texts may change between two calls: never remembered.
+    texts = list(value)
+    join(eval_ctx, texts, separator)
+    texts.append(_record_fields(SAMPLE_CREDITOR)["name"])
+    assert join(eval_ctx, texts, separator) == stock(eval_ctx, texts, separator)
+
+
+def _first_name_by_pattern(full_name: str) -> str:
+    """first_name as it was written with the whitespace pattern (the slow path)."""
+    name = re.sub(r"\s+", " ", full_name).strip()
+    if "," in name:
+        family, _, given = name.partition(",")
+        name = given.strip() or family.strip()
+    parts = name.split(" ")
+    while len(parts) > 1 and parts[0].lower() in _HONORIFICS:
+        parts = parts[1:]
+    return parts[0] if parts else ""
+
+
+names = st.lists(
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+    | st.sampled_from([" ", "\t", "\n", "\u3000", "\xa0", "\x1c", "\x85", "\u2028", ",", "Dr."]),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(full_name=names)
+@example(full_name="  Dr.\u3000 Jane\t\nDoe ")
+@example(full_name="Doe ,\x1c Jane")
+def test_names_are_normalised_as_the_whitespace_pattern_does(full_name: str) -> None:
+    account = replace(sample_account("en-US"), full_name=full_name)
+    context = build_context(account, dpd=3, stage_id="early", creditor=SAMPLE_CREDITOR, now=NOW)
+    assert context["customer_name"] == re.sub(r"\s+", " ", full_name).strip()
+    assert context["first_name"] == first_name(full_name) == _first_name_by_pattern(full_name)
+
+
+def test_the_whitespace_pattern_is_str_isspace() -> None:
+    # What makes split() and the pattern agree: the same set of whitespace characters.
+    pattern = re.compile(r"\s")
+    for code in range(sys.maxunicode + 1):
+        if not 0xD800 <= code <= 0xDFFF:
+            char = chr(code)
+            assert bool(pattern.fullmatch(char)) == char.isspace(), hex(code)
+
+
+def _normalise_text_by_lines(text: str) -> str:
+    """normalise_text as it was first written: strip each line, drop blank end lines."""
+    lines = [line.rstrip() for line in text.split("\n")]
+    start, end = 0, len(lines)
+    while start < end and not lines[start]:
+        start += 1
+    while end > start and not lines[end - 1]:
+        end -= 1
+    return "\n".join(lines[start:end])
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=names)
+@example(text="\n \n\tHi  \n\n there \u3000\n\n\n")
+@example(text="\u2028\n")
+def test_text_finishers_give_what_their_first_versions_gave(text: str) -> None:
+    assert normalise_text(text) == _normalise_text_by_lines(text)
+    assert single_line(text) == re.sub(r"\s+", " ", text).strip()
