@@ -548,6 +548,11 @@ class Planner:
         self.workers = workers
         self.batches = BatchPlanner(templates, strategy, creditor, timing, catalogued)
 
+    @property
+    def templates(self) -> TemplateSet:
+        """What this planner may send: the approved version of each template."""
+        return self.batches.templates
+
     def horizon(self, now: datetime) -> datetime:
         return self.batches.horizon(now)
 
