@@ -143,8 +143,8 @@ class BatchContacts:
 
     ``rows``: the contacts of the batch's own accounts. ``reaching_out``: the phone numbers
     and email addresses that the batch shares with accounts outside it; a person reached
-    that way may have contacts queued by another batch, so the planner settles such
-    accounts itself, in account order, after the batches before are written.
+    that way may have contacts queued by another batch, so such accounts are settled only
+    in the batch's turn to write, after the batches before are written.
     """
 
     rows: list[ContactRow]
@@ -712,19 +712,12 @@ class SqlStore:
         batch, and which of the batch's accounts share a phone or email with an account
         outside it (:class:`BatchContacts`)."""
         mine = {a.account_id for a in accounts}
-        reaching_out: set[str] = set()
         with self.engine.connect() as conn:
-            for column in (ACCOUNT.c.phone, ACCOUNT.c.email):
-                values = {getattr(a, column.key) for a in accounts} - {None, ""}
-                if not values:
-                    continue
-                for account_id, value in conn.execute(
-                    select(ACCOUNT.c.account_id, column).where(column.in_(values))
-                ):
-                    if account_id not in mine:
-                        reaching_out.add(value)
+            reaching_out = frozenset(
+                value for account_id, value in _sharing(conn, accounts) if account_id not in mine
+            )
             rows = self._contact_rows(conn, mine, since, statuses)
-        return BatchContacts(rows, frozenset(reaching_out))
+        return BatchContacts(rows, reaching_out)
 
     @staticmethod
     def _contacts(
@@ -733,23 +726,8 @@ class SqlStore:
         since: datetime,
         statuses: Sequence[MessageStatus],
     ) -> list[ContactRow]:
-        phones = [a.phone for a in accounts if a.phone]
-        emails = [a.email for a in accounts if a.email]
-        # The person's accounts first, each through its own index (an OR across
-        # columns inside a join would scan every account, batch after batch).
         person_ids = {a.account_id for a in accounts}
-        if phones:
-            person_ids.update(
-                conn.execute(
-                    select(ACCOUNT.c.account_id).where(ACCOUNT.c.phone.in_(phones))
-                ).scalars()
-            )
-        if emails:
-            person_ids.update(
-                conn.execute(
-                    select(ACCOUNT.c.account_id).where(ACCOUNT.c.email.in_(emails))
-                ).scalars()
-            )
+        person_ids.update(account_id for account_id, _ in _sharing(conn, accounts))
         return SqlStore._contact_rows(conn, person_ids, since, statuses)
 
     @staticmethod
@@ -1486,6 +1464,17 @@ class SqlStore:
         rows = [entry.row() for entry in entries]
         if rows:
             conn.execute(AUDIT.insert(), rows)
+
+
+def _sharing(conn: Connection, accounts: Sequence[Account]) -> Iterator[tuple[str, str]]:
+    """(account id, the phone or email shared) of every account sharing a phone number or
+    an email address with one of ``accounts`` (those included): the accounts of their
+    persons. One query per column, each through its own index (an OR across the columns
+    would scan every account, batch after batch)."""
+    for column in (ACCOUNT.c.phone, ACCOUNT.c.email):
+        values = {getattr(a, column.key) for a in accounts} - {None, ""}
+        if values:
+            yield from conn.execute(select(ACCOUNT.c.account_id, column).where(column.in_(values)))
 
 
 def _insert_many(conn: Connection, statement: Any, rows: Sequence[Mapping[str, object]]) -> None:
