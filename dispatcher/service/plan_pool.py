@@ -150,9 +150,7 @@ def _plan(page: Page, index: int, now: datetime, dry_run: bool) -> Written | Non
     result = _planner.plan_batch(_store, page, now)
     if not _turn.wait(index):
         return None
-    write = _planner.complete(_store, result, now)
-    if not dry_run:
-        _store.apply_plan(write)
+    _planner.write_batch(_store, result, now, dry_run=dry_run)
     return result.accounts, result.counts
 
 

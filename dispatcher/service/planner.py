@@ -366,6 +366,15 @@ class BatchPlanner:
                 self.settle(account, draft, batch)
         return BatchResult(len(accounts), batch.write, report.counts, deferred)
 
+    def write_batch(
+        self, store: SqlStore, result: BatchResult, now: datetime, *, dry_run: bool
+    ) -> None:
+        """Settle the batch's deferred accounts and write it (nothing with ``dry_run``);
+        call it in page order, once the batches before are written."""
+        write = self.complete(store, result, now)
+        if not dry_run:
+            store.apply_plan(write)
+
     def complete(self, store: SqlStore, result: BatchResult, now: datetime) -> PlanWrite:
         """The batch's whole write: its deferred accounts settled against what the batches
         before wrote (call it once they are written), their rows put where account order
@@ -598,9 +607,7 @@ class Planner:
                 report.complete = False
                 break
             result = self.batches.plan_batch(self.store, page, now)
-            write = self.batches.complete(self.store, result, now)
-            if not dry_run:
-                self.store.apply_plan(write)
+            self.batches.write_batch(self.store, result, now, dry_run=dry_run)
             report.counts.update(result.counts)
             report.accounts += result.accounts
             if on_progress is not None:
