@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from bench.plan_limit import write_bench_portfolio
+from bench.portfolio import write_bench_portfolio
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-06-10T15:00:00+00:00"

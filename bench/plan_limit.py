@@ -13,7 +13,6 @@ the planner's process and of its largest worker.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -27,33 +26,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.portfolio import write_bench_portfolio
+
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-06-10T15:00:00+00:00"
 BATCH = 2000  # the planner's default [plan] batch_size
-
-
-def write_bench_portfolio(path: Path, accounts: int) -> None:
-    """The generated portfolio, streamed row by row to ``path``, each account its own person
-    (own phone and email) except every 50th, which shares the previous one's: the
-    generator's fiction-range US numbers would otherwise make thousands of accounts one
-    "person" for the caps (about 2 % of people owe more than one debt here)."""
-    from dispatcher.account_file import COLUMNS
-    from dispatcher.portfolio import generate_portfolio
-
-    rows = generate_portfolio(accounts, today=datetime.fromisoformat(NOW).date())
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        previous: dict[str, str] | None = None
-        for i, row in enumerate(rows):
-            same_country = previous is not None and previous["country"] == row["country"]
-            source = previous if same_country and i % 50 == 0 else None
-            if row["phone"] and "555" in row["phone"]:
-                row["phone"] = source["phone"] if source else f"+1617{2_000_000 + i:07d}"
-            if row["email"]:
-                row["email"] = source["email"] if source else f"account{i}@example.com"
-            writer.writerow(row)
-            previous = row
 
 
 def settings_file(directory: Path, db: Path, workers: int) -> Path:

@@ -1,6 +1,7 @@
 """``./dev bench year --accounts 100000``: a simulated year, then the invariant checker.
 
-Generates a portfolio (dispatcher/portfolio.py), imports it into a fresh SQLite file,
+Generates a portfolio (dispatcher/portfolio.py, people's contact data made distinct as
+in bench/portfolio.py: about 2 % owe more than one debt), imports it into a fresh SQLite file,
 runs ``simulate`` (the real planner and sender, in-memory channels) over ``--days`` days
 with a plan-then-send tick every ``--step-hours`` hours, then runs the independent
 checker (tests/invariant.py) on the result. Prints wall time of each phase, the peak RSS,
@@ -26,10 +27,10 @@ def _peak_mb() -> float:
 
 
 def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) -> None:
+    from bench.portfolio import write_bench_portfolio
     from dispatcher.bootstrap import bootstrap
     from dispatcher.channel.memory import MemoryChannel
     from dispatcher.domain.strategy import ChannelKind
-    from dispatcher.portfolio import write_portfolio
     from dispatcher.service import audit_log
     from dispatcher.service.importer import import_accounts
     from dispatcher.service.simulator import simulate
@@ -52,7 +53,7 @@ def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) 
         app = bootstrap(settings, channels={k: MemoryChannel() for k in ChannelKind})
         app.store.create_schema()
         csv_path = work / "portfolio.csv"
-        write_portfolio(csv_path, accounts, today=start.date(), seed=seed)
+        write_bench_portfolio(csv_path, accounts, today=start.date(), seed=seed)
         began = time.perf_counter()
         imported = import_accounts(
             app.store,

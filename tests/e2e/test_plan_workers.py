@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.plan_limit import write_bench_portfolio
+from bench.portfolio import write_bench_portfolio
 from tests.e2e.test_cli import NOW, run, settings_file
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from bench.plan_limit import write_bench_portfolio
+from bench.portfolio import write_bench_portfolio
 from dispatcher.bootstrap import App, bootstrap
 from dispatcher.domain.audit_chain import verify
 from dispatcher.error import DispatcherError
