@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from dispatcher import heap
 from dispatcher.bootstrap import bootstrap
 from dispatcher.channel import Outbound, Receipt
 from dispatcher.channel.memory import MemoryChannel
@@ -29,6 +30,7 @@ def _peak_mb() -> float:
 
 def main() -> None:
     step, settings_path = sys.argv[1], Path(sys.argv[2])
+    heap.tune()  # as the command line's entry point does
     if step == "send":
         _send(settings_path, Path(sys.argv[3]))
         return

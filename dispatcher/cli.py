@@ -26,7 +26,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from dispatcher import view
+from dispatcher import heap, view
 from dispatcher.bootstrap import App, bootstrap, simulation_copy
 from dispatcher.clock import RunningClock, SystemClock, parse_instant
 from dispatcher.error import DispatcherError, InputError
@@ -832,6 +832,7 @@ def _show_send(report: SendReport, as_json: bool) -> None:
 
 def main() -> None:
     """Entry point: expected errors become one line on stderr and exit code 2."""
+    heap.tune()
     try:
         app()
     except DispatcherError as exc:

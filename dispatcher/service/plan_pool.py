@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from dispatcher import heap
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, TemplateError
 from dispatcher.store.engine import build_store
@@ -127,6 +128,7 @@ def _start(database_url: str, busy_timeout: float, setup_file: Path, turn: Write
     _planner = BatchPlanner(templates, strategy, creditor, timing, catalogued)
     _store = build_store(database_url, busy_timeout_seconds=busy_timeout)
     _turn = turn
+    heap.tune()
 
 
 def _exit_with_parent() -> None:
