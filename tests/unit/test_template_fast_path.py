@@ -188,8 +188,16 @@ any_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max
 @example(text="a_b")
 @example(text="x\u202ey")
 @example(text="٣ ½ Ⅻ")
+@example(text='$1,234.56 #read("/etc/passwd") *b* ]\t\n')
 def test_escape_shortcuts_give_what_the_patterns_give(text: str) -> None:
     assert strip_unsafe(text) == _UNSAFE.sub("", text)
+    assert typst_escape(text) == _TYPST_SPECIAL.sub(_typst_char, _UNSAFE.sub("", text))
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(st.characters(max_codepoint=127), max_size=40))
+def test_the_ascii_translation_escapes_what_the_pattern_escapes(text: str) -> None:
+    """Amounts, e-mail addresses, links and most addresses take the str.translate path."""
     assert typst_escape(text) == _TYPST_SPECIAL.sub(_typst_char, _UNSAFE.sub("", text))
 
 
