@@ -79,9 +79,7 @@ def _typst_char(match: re.Match[str]) -> str:
 # C call per value instead of a Python callback per character (amounts, addresses, e-mail
 # addresses and links are mostly ASCII punctuation).
 _TYPST_ASCII: Final = {
-    code: f"\\u{{{code:x}}}"
-    for code in range(128)
-    if _TYPST_SPECIAL.fullmatch(chr(code))
+    code: f"\\u{{{code:x}}}" for code in range(128) if _TYPST_SPECIAL.fullmatch(chr(code))
 }
 
 
