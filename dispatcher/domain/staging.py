@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from dispatcher.domain.strategy import Stage, Strategy
 
 
+@lru_cache(maxsize=4096)
 def local_date(now: datetime, timezone: str) -> date:
-    """The calendar date at ``now`` in ``timezone``; ``now`` must be aware."""
+    """The calendar date at ``now`` in ``timezone``; ``now`` must be aware.
+
+    Memoised (pure; a plan asks it for one ``now`` and a few dozen zones, once per
+    account and message).
+    """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     return now.astimezone(ZoneInfo(timezone)).date()
