@@ -15,7 +15,9 @@ Speaks the resource the SMS channel calls, ``/2010-04-01/Accounts/{sid}/Messages
 Failure controls: ``errors`` (an error answer per number), ``delays`` (slow answers),
 ``drop`` / ``drop_all`` (the message is created, then the connection is closed before the
 answer: the client cannot know it went), ``outage`` (every request answered 503, error
-20503, nothing created), ``unsent`` (created messages keep ``date_sent`` null).
+20503, nothing created), ``unsent`` (created messages keep ``date_sent`` null),
+:meth:`FakeTwilio.pause` / :meth:`FakeTwilio.resume` (no connection accepted meanwhile;
+the kernel holds them, as many as a cluster of senders opens at once).
 
 It also plays Twilio's side of the webhooks: :meth:`FakeTwilio.send_status` posts a
 status callback for a message it created, and :func:`post_signed` any signed form (an
@@ -44,6 +46,26 @@ import httpx
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<sid>AC[0-9a-zA-Z]+)/Messages\.json$")
+
+
+class _Server(ThreadingHTTPServer):
+    """The fake's listening socket, with a backlog that holds every connection a cluster
+    test opens at once.
+
+    socketserver listens with a backlog of 5. Three ``dispatcher serve`` processes with 8
+    concurrent sends each (a new connection per request) keep more handshakes pending
+    than that whenever the accept loop lags (a loaded CI machine, the GIL this test
+    process shares). Linux then drops handshakes (the client tries again 1, 3, 7 s
+    later) and, past the same limit for half-open ones, answers with SYN cookies, some of
+    which it refuses later with a reset, after the client has sent its request. A request
+    the fake never read then fails as "connection lost before the answer", which the
+    channel rightly calls uncertain: the message stays ``sending`` until its lease
+    (15 minutes) and a cluster test's wait runs out. Twilio's front end takes every
+    connection; so does the fake.
+    """
+
+    request_queue_size = 1024  # Linux caps it at net.core.somaxconn
+    daemon_threads = True
 
 
 @dataclass(frozen=True)
@@ -76,7 +98,7 @@ class FakeTwilio:
     # message SID -> the StatusCallback URL it was created with
     callbacks: dict[str, str] = field(default_factory=dict)
     lookups: list[dict[str, str]] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
+    _server: _Server | None = None
     _thread: threading.Thread | None = None
 
     @property
@@ -98,13 +120,24 @@ class FakeTwilio:
             def do_GET(self) -> None:
                 fake._list(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self.resume()
+        return self
+
+    def pause(self) -> None:
+        """Stop accepting connections, as a starved process would; the socket still
+        listens, so what arrives meanwhile waits in the kernel until :meth:`resume`."""
+        assert self._server is not None
+        self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def resume(self) -> None:
+        assert self._server is not None
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
         self._thread.start()
-        return self
 
     def stop(self) -> None:
         if self._server is not None:

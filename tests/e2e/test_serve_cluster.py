@@ -62,13 +62,19 @@ def cli(tmp_path: Path, env: dict[str, str], *args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    state: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll ``condition``; on timeout fail with ``state()``, what the wait ended on."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}; {state()}")
 
 
 def test_three_instances_send_every_message_once_and_hand_over_planning(
@@ -137,24 +143,43 @@ def start_instance(tmp_path: Path, env: dict[str, str], n: int) -> Served:
 def check_every_message_once(
     engine: Engine, fake: FakeTwilio, smtp: SmtpFixture, instances: list[Served]
 ) -> None:
+    due = (
+        "status = 'queued' AND (scheduled_for IS NULL"
+        " OR scheduled_for <= CAST(:now AS timestamptz) + interval '5 minutes')"
+    )
+
     def settled() -> bool:
         for served in instances:
             assert served.process.poll() is None, served.log.read_text()
         # One statement, one snapshot: a message is queued, sending or sent in it, never
         # in between, so "none due, none in flight" cannot miss one changing hands.
         with engine.connect() as conn:
-            due, in_flight, sent = conn.execute(
+            waiting, in_flight, sent = conn.execute(
                 text(
-                    "SELECT count(*) FILTER (WHERE status = 'queued' AND (scheduled_for IS NULL"
-                    "   OR scheduled_for <= CAST(:now AS timestamptz) + interval '5 minutes')),"
+                    f"SELECT count(*) FILTER (WHERE {due}),"
                     " count(*) FILTER (WHERE status = 'sending'),"
                     " count(*) FILTER (WHERE status = 'sent') FROM message"
                 ),
                 {"now": NOW},
             ).one()
-        return bool(sent) and due == 0 and in_flight == 0
+        return bool(sent) and waiting == 0 and in_flight == 0
 
-    wait_until(settled, 300, "every due message to be sent")
+    def unsettled() -> str:
+        """The messages the wait ended on, by status and last error: an uncertain
+        hand-over (stays `sending` for its 15-minute lease) names itself in a CI log."""
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT status, channel, last_error, count(*) AS n FROM message"
+                    f" WHERE status IN ('sending', 'unknown') OR ({due})"
+                    " GROUP BY status, channel, last_error ORDER BY n DESC"
+                ),
+                {"now": NOW},
+            ).all()
+        found = "; ".join(f"{r.n} {r.status} {r.channel} ({r.last_error})" for r in rows)
+        return f"left: {found or 'none'}; the Twilio fake received {len(fake.received)}"
+
+    wait_until(settled, 300, "every due message to be sent", unsettled)
     with engine.connect() as conn:
         sent = conn.execute(
             text(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import select
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from pydantic import SecretStr
@@ -283,6 +286,61 @@ def test_the_fake_lists_in_twilios_page_shape_with_date_filters(fake: FakeTwilio
     assert all(m.date_sent.date() == today for m in since_today)
     assert tomorrow == []
     assert other == []
+
+
+def test_the_fake_holds_every_connection_of_a_burst_while_it_lags(fake: FakeTwilio) -> None:
+    """Three `serve` instances of 8 concurrent sends open 24 connections at once. While the
+    fake lags (a loaded machine), the kernel must hold them all and the fake answer each:
+    with socketserver's backlog of 5, Linux dropped or reset some, and a request the fake
+    never read is an uncertain hand-over to the channel, its message `sending` for the
+    15-minute lease (what made tests/e2e/test_serve_cluster.py time out in CI)."""
+    numbers = [f"+1500555{i:04d}" for i in range(48)]
+    url = urlsplit(fake.base_url)
+    fake.pause()
+    burst = [socket.socket() for _ in numbers]
+    try:
+        for sock in burst:
+            sock.setblocking(False)
+            sock.connect_ex((url.hostname, url.port))
+        # Nothing accepts while paused: a handshake dropped now would never complete.
+        waiting = set(burst)
+        deadline = time.monotonic() + 10
+        while waiting and time.monotonic() < deadline:
+            _, connected, _ = select.select([], list(waiting), [], 0.5)
+            waiting -= set(connected)
+        assert len(waiting) == 0, f"{len(waiting)} of {len(burst)} connections not taken"
+        for sock, number in zip(burst, numbers, strict=True):
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            sock.settimeout(10)
+            sock.sendall(raw_create(number))
+        fake.resume()
+        answers = [status_of(sock) for sock in burst]
+    finally:
+        for sock in burst:
+            sock.close()
+
+    assert answers == [201] * len(numbers)
+    assert sorted(m["to"] for m in fake.created) == numbers
+
+
+def raw_create(to: str) -> bytes:
+    """A Message create request as the client sends it once its connection is made."""
+    body = urlencode({"To": to, "Body": BODY, "MessagingServiceSid": SERVICE})
+    auth = base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+    return (
+        f"POST /2010-04-01/Accounts/{SID}/Messages.json HTTP/1.1\r\n"
+        f"Host: api.twilio.com\r\nAuthorization: Basic {auth}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+    ).encode()
+
+
+def status_of(sock: socket.socket) -> int:
+    """The HTTP status of the answer on ``sock`` (read to the end: the fake closes)."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return int(answer.split(b" ", 2)[1])
 
 
 def test_an_unreachable_provider_is_a_transient_connection_error(fake: FakeTwilio) -> None:
