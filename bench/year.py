@@ -28,6 +28,7 @@ def _peak_mb() -> float:
 
 def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) -> None:
     from bench.portfolio import write_bench_portfolio
+    from dispatcher import heap
     from dispatcher.bootstrap import bootstrap
     from dispatcher.channel.memory import MemoryChannel
     from dispatcher.domain.strategy import ChannelKind
@@ -51,6 +52,7 @@ def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) 
             audit=AuditSettings(anchor_file=work / "anchors.jsonl"),
         )
         app = bootstrap(settings, channels={k: MemoryChannel() for k in ChannelKind})
+        heap.tune()  # as the command line's entry point does for `dispatcher simulate`
         app.store.create_schema()
         csv_path = work / "portfolio.csv"
         write_bench_portfolio(csv_path, accounts, today=start.date(), seed=seed)

@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +60,7 @@ from twilio.base.exceptions import (  # type: ignore[import-untyped]
     TwilioRestException,
     TwilioServiceException,
 )
+from twilio.http import HttpClient  # type: ignore[import-untyped]
 from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
 from twilio.rest import Client  # type: ignore[import-untyped]
 from urllib3.exceptions import ConnectTimeoutError
@@ -103,6 +106,29 @@ class BaseUrlHttpClient(TwilioHttpClient):  # type: ignore[misc]
         return super().request(method, url, *args, **kwargs)
 
 
+class PerThreadHttpClient(HttpClient):  # type: ignore[misc]
+    """One stock HTTP client per thread, behind the single client the Twilio client holds.
+
+    Why: ``TwilioHttpClient.request`` (twilio 9) stores each response on the client
+    (``_test_only_last_response``) and returns it from there. The sender's concurrent
+    deliveries run in worker threads sharing one Twilio client, so a thread could return
+    another thread's response: a message recorded with another message's SID, or as
+    accepted when it was refused, breaking exactly-once and reconciliation. Each thread's
+    own client (and ``requests`` session, which is not meant to be shared) rules that out.
+    """
+
+    def __init__(self, make: Callable[[], HttpClient], *, logger: logging.Logger) -> None:
+        super().__init__(logger=logger, is_async=False)
+        self._make = make
+        self._local = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._make()
+        return client.request(*args, **kwargs)
+
+
 def build_twilio_client(
     account_sid: str,
     auth_token: SecretStr,
@@ -110,14 +136,17 @@ def build_twilio_client(
     timeout_seconds: float,
     base_url: str = "",
 ) -> Any:
-    """The official client with a request timeout and quiet HTTP logging (called by bootstrap)."""
+    """The official client with a request timeout and quiet HTTP logging (called by
+    bootstrap), one HTTP client per delivery thread (:class:`PerThreadHttpClient`)."""
     logger = logging.getLogger(_HTTP_LOG)
     logger.setLevel(logging.WARNING)
-    http: Any
-    if base_url:
-        http = BaseUrlHttpClient(base_url, timeout=timeout_seconds, logger=logger)
-    else:
-        http = TwilioHttpClient(timeout=timeout_seconds, logger=logger)
+
+    def make() -> HttpClient:
+        if base_url:
+            return BaseUrlHttpClient(base_url, timeout=timeout_seconds, logger=logger)
+        return TwilioHttpClient(timeout=timeout_seconds, logger=logger)
+
+    http = PerThreadHttpClient(make, logger=logger)
     return Client(account_sid, auth_token.get_secret_value(), http_client=http)
 
 

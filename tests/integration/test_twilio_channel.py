@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,9 +18,10 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 from pydantic import SecretStr
+from twilio.rest import Client
 
 from dispatcher.bootstrap import file_channels
-from dispatcher.channel import Found, Handover, NotFound, Outbound, Unknown
+from dispatcher.channel import Found, Handover, NotFound, Outbound, Unknown, twilio_sms
 from dispatcher.channel.rate import RateLimit
 from dispatcher.channel.twilio_sms import TwilioSmsChannel, build_twilio_client
 from dispatcher.domain.strategy import ChannelKind
@@ -486,3 +490,56 @@ def test_time_waited_for_the_send_rate_comes_off_the_validity(fake: FakeTwilio) 
     periods = [int(r.form["ValidityPeriod"]) for r in fake.received]
     # The first went at once; each of the others waited about a second for its turn.
     assert len(periods) == 3 and periods[0] == 600 and max(periods[1:]) <= 599
+
+
+# --- Concurrent deliveries share one Twilio client ---------------------------------------
+# The stock TwilioHttpClient stores each response on itself and returns it from there; two
+# threads can interleave between the two steps. _Interleaving forces that interleaving:
+# storing a response waits until the other thread has stored its own.
+
+
+class _Interleaving(twilio_sms.BaseUrlHttpClient):  # type: ignore[misc]
+    barrier = threading.Barrier(2, timeout=10)
+
+    @property
+    def _test_only_last_response(self) -> object:
+        return self.__dict__.get("_last")
+
+    @_test_only_last_response.setter
+    def _test_only_last_response(self, value: object) -> None:
+        self.__dict__["_last"] = value
+        if value is not None:
+            self.barrier.wait()
+
+
+def _two_at_once(client: Client) -> dict[str, str]:
+    """Body sent → body of the resource each thread got back, created side by side."""
+    _Interleaving.barrier.reset()
+
+    def create(body: str) -> tuple[str, str]:
+        resource = client.messages.create(to=OK_NUMBER, body=body, messaging_service_sid=SERVICE)
+        return body, str(resource.body)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(create, ["first message", "second message"]))
+
+
+def test_a_shared_stock_http_client_can_hand_a_thread_another_threads_response(
+    fake: FakeTwilio,
+) -> None:
+    """The hazard itself, so the next test is known to catch it."""
+    shared = _Interleaving(fake.base_url, timeout=5, logger=logging.getLogger("test"))
+    got = _two_at_once(Client(SID, TOKEN, http_client=shared))
+    assert len(set(got.values())) == 1  # both threads got the same one of the two
+
+
+def test_each_delivery_thread_gets_its_own_response(
+    fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build_twilio_client gives each thread its own HTTP client (PerThreadHttpClient), so
+    a message is never recorded with another message's SID or outcome."""
+    monkeypatch.setattr(twilio_sms, "BaseUrlHttpClient", _Interleaving)
+    client = build_twilio_client(SID, SecretStr(TOKEN), timeout_seconds=5, base_url=fake.base_url)
+    got = _two_at_once(client)
+    assert got == {"first message": "first message", "second message": "second message"}
+    assert len(fake.created) == 2
