@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import traceback
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -87,15 +87,25 @@ class _SlotCode(CodeGenerator):
     reads and calls, and ``{% autoescape %}`` blocks decided at run time are Jinja's own.
     """
 
+    def write_commons(self) -> None:
+        """Jinja's preamble of the root and block functions, and the two slot functions.
+
+        Bound once per render as locals, as Jinja binds ``resolve`` and ``concat``; the
+        functions a template defines inside them (macros, loops, call blocks) see them too.
+        """
+        super().write_commons()
+        self.writeline("escaped_slot = environment.escaped_slot")
+        self.writeline("plain_slot = environment.plain_slot")
+
     def _output_child_pre(
         self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
     ) -> None:
         if frame.eval_ctx.volatile or finalize.src != "environment.finalize(":
             super()._output_child_pre(node, frame, finalize)
         elif frame.eval_ctx.autoescape:
-            self.write("environment.escaped_slot(")
+            self.write("escaped_slot(")
         else:
-            self.write("environment.plain_slot(")
+            self.write("plain_slot(")
 
     def _output_child_post(
         self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
@@ -134,7 +144,7 @@ class _SlotCode(CodeGenerator):
         if len(body) < 2:
             super().visit_Output(node, frame)
             return
-        self.writeline("yield environment.concat((")
+        self.writeline("yield concat((")
         self.indent()
         for item in body:
             if isinstance(item, list):
@@ -290,6 +300,131 @@ def _record_fields(obj: object) -> dict[str, object]:
     return values
 
 
+_CREDITOR_FIELDS: Final = _DATA_FIELDS[Creditor]
+
+
+def _creditor_field(node: nodes.Node) -> bool:
+    """Whether ``node`` is ``creditor.<data field>``, read (not assigned)."""
+    return (
+        type(node) is nodes.Getattr
+        and node.ctx == "load"
+        and node.attr in _CREDITOR_FIELDS
+        and type(node.node) is nodes.Name
+        and node.node.name == "creditor"
+        and node.node.ctx == "load"
+    )
+
+
+def _creditor_value(node: nodes.Node) -> bool:
+    """Whether ``node`` is ``creditor.<field>`` or ``creditor.<field>|join(<text>)``."""
+    if type(node) is nodes.Filter:
+        return (
+            node.name == "join"
+            and node.node is not None
+            and _creditor_field(node.node)
+            and len(node.args) <= 1
+            and all(type(arg) is nodes.Const and type(arg.value) is str for arg in node.args)
+            and not node.kwargs
+            and node.dyn_args is None
+            and node.dyn_kwargs is None
+        )
+    return _creditor_field(node)
+
+
+def _creditor_values(tree: nodes.Template) -> list[tuple[nodes.Output, int]]:
+    """The ``{{ value }}`` slots of ``tree`` whose text only the creditor decides.
+
+    Each is (its Output node, its index there). Only the template's own top-level output
+    counts: there the autoescape setting is the environment's, fixed when it is compiled,
+    and nothing is buffered. None at all if the template could give ``creditor`` another
+    meaning (``{% set %}``, a loop or macro variable, ``{% with %}``) or changes the
+    evaluation context outside a scope; the slot's text is then not the record's.
+    """
+    for name in tree.find_all(nodes.Name):
+        if name.name == "creditor" and name.ctx != "load":
+            return []
+    for modifier in tree.find_all(nodes.EvalContextModifier):
+        if type(modifier) is nodes.EvalContextModifier:
+            return []
+    return [
+        (output, index)
+        for output in tree.body
+        if type(output) is nodes.Output
+        for index, child in enumerate(output.nodes)
+        if _creditor_value(child)
+    ]
+
+
+class _CreditorTemplates:
+    """One part's template with the creditor's values written in as text, per creditor.
+
+    Why: an email prints the creditor's name, phone, address and web site nine times a
+    part, and they are the same in every message of a run (one creditor, from settings).
+    Each is a sandboxed attribute read, a slot call (escaping in HTML) and, for the
+    address, a join: about a quarter of a part's render. Here each such slot
+    (:func:`_creditor_values`) is rendered once per creditor by the very environment and
+    code that would render it in place (a template of just those slots), and the part is
+    compiled again with that text as template data, which Jinja joins with the constant
+    text around it. The creditor is a frozen record (its fields are strings and tuples of
+    strings), so its identity stands for its values; the one kept is referenced here, so
+    its id cannot pass to another object. Anything that fails (a field that does not read
+    as text, say) leaves the part to its generic template, which raises as before.
+    """
+
+    _BOUND: Final = 8  # creditors per part: settings name one, tests a few
+
+    def __init__(
+        self, env: _Sandbox, source: str, file: str, globals_: MutableMapping[str, Any]
+    ) -> None:
+        self._env = env
+        self._source = source
+        self._file = file
+        self._globals = globals_
+        self._last: tuple[object, Template | None] = (_NOTHING, None)
+        self._seen: dict[int, tuple[Creditor, Template | None]] = {}
+
+    def template(self, creditor: Creditor) -> Template | None:
+        """The part's template for ``creditor``, or None where the generic one must run."""
+        last = self._last
+        if last[0] is creditor:
+            return last[1]
+        entry = self._seen.get(id(creditor))
+        if entry is None or entry[0] is not creditor:
+            if len(self._seen) >= self._BOUND:
+                self._seen.clear()
+            entry = (creditor, self._written_in(creditor))
+            self._seen[id(creditor)] = entry
+        self._last = entry
+        return entry[1]
+
+    def _written_in(self, creditor: Creditor) -> Template | None:
+        env, file = self._env, self._file
+        try:
+            # A fresh tree: compiling one may change it (Jinja's optimizer works in place).
+            tree = env.parse(self._source, name=file, filename=file)
+            slots = _creditor_values(tree)
+            values = nodes.Template(
+                [nodes.Output([output.nodes[index]], lineno=1) for output, index in slots],
+                lineno=1,
+            )
+            values.set_environment(env)
+            code = env.compile(values, name=file, filename=file)
+            renderer = env.template_class.from_code(env, code, self._globals)
+            context = renderer.new_context({"creditor": creditor}, shared=True)
+            texts = list(renderer.root_render_func(context))
+            if len(texts) != len(slots) or not all(isinstance(text, str) for text in texts):
+                return None
+            for (output, index), text in zip(slots, texts, strict=True):
+                # str(): the characters, as the part's own join takes them (Markup or not).
+                data = nodes.TemplateData(str(text), lineno=output.nodes[index].lineno)
+                data.set_environment(env)
+                output.nodes[index] = data
+            code = env.compile(tree, name=file, filename=file)
+            return env.template_class.from_code(env, code, self._globals)
+        except Exception:
+            return None
+
+
 @dataclass(frozen=True)
 class RenderedMessage:
     """One rendered message, with what the audit log needs to prove what was sent.
@@ -329,6 +464,8 @@ class _Part:
     finish: Callable[[str], str]
     globals: Mapping[str, object] | None = None
     """Jinja's globals when the template names one of them, else None (see _run)."""
+    by_creditor: _CreditorTemplates | None = None
+    """The template with its creditor's values written in, if it has any (see _run)."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +474,7 @@ class _Source:
 
     template: Template
     globals: Mapping[str, object] | None
+    by_creditor: _CreditorTemplates | None = None
 
 
 @dataclass(frozen=True)
@@ -355,10 +493,15 @@ def body_digest(subject: str | None, body: str, body_html: str | None) -> str:
     """
     # What json.dumps([subject, body, body_html], ensure_ascii=False,
     # separators=(",", ":")) writes, in UTF-8, without building an encoder per message.
-    canonical = b"".join(
-        (b"[", _json_bytes(subject), b",", _json_bytes(body), b",", _json_bytes(body_html), b"]")
-    )
-    return hashlib.sha256(canonical).hexdigest()
+    # Fed piece by piece: the same bytes as one joined string, without copying them.
+    digest = hashlib.sha256(b"[")
+    digest.update(_json_bytes(subject))
+    digest.update(b",")
+    digest.update(_json_bytes(body))
+    digest.update(b",")
+    digest.update(_json_bytes(body_html))
+    digest.update(b"]")
+    return digest.hexdigest()
 
 
 # Every byte JSON writes as an escape except the newline: the other control characters.
@@ -389,6 +532,13 @@ def _json_bytes(text: str | None) -> bytes:
 
 
 def _strip_edges(text: str) -> str:
+    """The text without blank space at either end, and ending in one newline.
+
+    An HTML part or a letter normally starts with its markup and ends in a single
+    newline after it; then that is the text itself, and two copies of it are saved.
+    """
+    if len(text) > 1 and text[-1] == "\n" and not text[-2].isspace() and not text[0].isspace():
+        return text
     return text.strip() + "\n"
 
 
@@ -517,16 +667,24 @@ class TemplateSet:
 def _run(part: _Part, context: Mapping[str, object]) -> str:
     template = part.template
     variables = context if isinstance(context, dict) else dict(context)
+    if part.by_creditor is not None:
+        creditor = variables.get("creditor")
+        if type(creditor) is Creditor:
+            template = part.by_creditor.template(creditor) or template
     if part.globals is not None:
         # Jinja's globals (``range``, ...) stay visible to the templates that name one;
         # a plain dict, so the merge is one C-level copy.
         variables = {**part.globals, **variables}
     try:
         try:
-            return part.finish(
-                # Shared: handed over as it is, not copied into a fresh dict per part.
-                "".join(template.root_render_func(template.new_context(variables, shared=True)))
+            # What template.new_context(variables, shared=True) makes (Jinja's new_context
+            # with a shared parent and no locals), less its two calls: the variables are
+            # handed over as they are, not copied into a fresh dict per part.
+            env = template.environment
+            jinja_context = env.context_class(
+                env, variables, template.name, template.blocks, template.globals
             )
+            return part.finish("".join(template.root_render_func(jinja_context)))
         except Exception:
             # Re-raised with the template's own file and line numbers in the traceback.
             template.environment.handle_exception()
@@ -663,7 +821,10 @@ class _Loader:
         # context; the others get the context as it is. Every loaded name counts, even one
         # a {% set %} shadows: merging when not needed costs time, never correctness.
         loaded = {name.name for name in tree.find_all(nodes.Name) if name.ctx == "load"}
-        return _Source(template, globals_ if loaded & globals_.keys() else None)
+        by_creditor = None
+        if _creditor_values(env.parse(source, name=file, filename=file)):
+            by_creditor = _CreditorTemplates(env, source, file, globals_)
+        return _Source(template, globals_ if loaded & globals_.keys() else None, by_creditor)
 
     def finish(self) -> dict[Key, _Compiled]:
         compiled: dict[Key, _Compiled] = {}
@@ -685,7 +846,7 @@ class _Loader:
                     hashlib.sha256(data).hexdigest(),
                     (data.decode("utf-8"),),
                 ),
-                body=_Part(str(path), source.template, finish, source.globals),
+                body=_Part(str(path), source.template, finish, source.globals, source.by_creditor),
                 html=None,
                 subject=None,
             )
@@ -726,8 +887,20 @@ class _Loader:
                 (text_bytes.decode("utf-8"), html_bytes.decode("utf-8")),
             ),
             body=_Part(
-                str(text_path), text_template.template, normalise_text, text_template.globals
+                str(text_path),
+                text_template.template,
+                normalise_text,
+                text_template.globals,
+                text_template.by_creditor,
             ),
-            html=_Part(str(html_path), html_template.template, _strip_edges, html_template.globals),
-            subject=_Part(subject_file, subject.template, single_line, subject.globals),
+            html=_Part(
+                str(html_path),
+                html_template.template,
+                _strip_edges,
+                html_template.globals,
+                html_template.by_creditor,
+            ),
+            subject=_Part(
+                subject_file, subject.template, single_line, subject.globals, subject.by_creditor
+            ),
         )
