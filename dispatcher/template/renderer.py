@@ -618,9 +618,13 @@ class TemplateSet:
         a variable is undefined, the sandbox refuses an operation or a filter fails.
         """
         compiled = self._get(channel, name, locale)
-        subject = _run(compiled.subject, context) if compiled.subject is not None else None
-        body = _run(compiled.body, context)
-        html = _run(compiled.html, context) if compiled.html is not None else None
+        variables = context if isinstance(context, dict) else dict(context)
+        creditor = variables.get("creditor")
+        if type(creditor) is not Creditor:
+            creditor = None  # no record of ours: every part runs its generic template
+        subject = _run(compiled.subject, variables, creditor) if compiled.subject else None
+        body = _run(compiled.body, variables, creditor)
+        html = _run(compiled.html, variables, creditor) if compiled.html is not None else None
         if subject is not None and not subject:
             raise TemplateError(f"{compiled.body.file}: subject renders empty")
         info = compiled.info
@@ -664,13 +668,11 @@ class TemplateSet:
             ) from None
 
 
-def _run(part: _Part, context: Mapping[str, object]) -> str:
+def _run(part: _Part, variables: dict[str, object], creditor: Creditor | None) -> str:
+    """One part rendered from ``variables``; ``creditor`` is theirs if it is a Creditor."""
     template = part.template
-    variables = context if isinstance(context, dict) else dict(context)
-    if part.by_creditor is not None:
-        creditor = variables.get("creditor")
-        if type(creditor) is Creditor:
-            template = part.by_creditor.template(creditor) or template
+    if creditor is not None and part.by_creditor is not None:
+        template = part.by_creditor.template(creditor) or template
     if part.globals is not None:
         # Jinja's globals (``range``, ...) stay visible to the templates that name one;
         # a plain dict, so the merge is one C-level copy.
