@@ -358,10 +358,10 @@ def _creditor_values(tree: nodes.Template) -> list[tuple[nodes.Output, int]]:
 class _CreditorTemplates:
     """One part's template with the creditor's values written in as text, per creditor.
 
-    Why: an email prints the creditor's name, phone, address and web site nine times a
-    part, and they are the same in every message of a run (one creditor, from settings).
+    Why: an email prints the creditor's name, phone, address and web site about ten times
+    a part, and they are the same in every message of a run (one creditor, from settings).
     Each is a sandboxed attribute read, a slot call (escaping in HTML) and, for the
-    address, a join: about a quarter of a part's render. Here each such slot
+    address, a join: about a quarter of a part's render (docs/BENCHMARKS.md). Here each such slot
     (:func:`_creditor_values`) is rendered once per creditor by the very environment and
     code that would render it in place (a template of just those slots), and the part is
     compiled again with that text as template data, which Jinja joins with the constant
@@ -622,9 +622,12 @@ class TemplateSet:
         creditor = variables.get("creditor")
         if type(creditor) is not Creditor:
             creditor = None  # no record of ours: every part runs its generic template
-        subject = _run(compiled.subject, variables, creditor) if compiled.subject else None
+        subject = html = None
+        if compiled.subject is not None:
+            subject = _run(compiled.subject, variables, creditor)
         body = _run(compiled.body, variables, creditor)
-        html = _run(compiled.html, variables, creditor) if compiled.html is not None else None
+        if compiled.html is not None:
+            html = _run(compiled.html, variables, creditor)
         if subject is not None and not subject:
             raise TemplateError(f"{compiled.body.file}: subject renders empty")
         info = compiled.info
