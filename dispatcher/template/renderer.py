@@ -22,6 +22,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.meta import find_undeclared_variables
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import concat
 from markupsafe import Markup, escape
 
 # markupsafe's own escaping of an exact str, without wrapping the result in Markup; the
@@ -144,7 +145,7 @@ class _SlotCode(CodeGenerator):
         if len(body) < 2:
             super().visit_Output(node, frame)
             return
-        self.writeline("yield concat((")
+        self.writeline("output_pieces = (")
         self.indent()
         for item in body:
             if isinstance(item, list):
@@ -156,7 +157,14 @@ class _SlotCode(CodeGenerator):
                 self._output_child_post(item, frame, finalize)
                 self.write(",")
         self.outdent()
-        self.writeline("))")
+        self.writeline(")")
+        if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile:
+            # The pieces, and the JSON of each constant one, for the digest (_json_pieces).
+            consts = tuple(
+                _json_content(concat(item)) if isinstance(item, list) else None for item in body
+            )
+            self.writeline(f"context.json_pieces = (output_pieces, {consts!r})")
+        self.writeline("yield concat(output_pieces)")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -466,6 +474,8 @@ class _Part:
     """Jinja's globals when the template names one of them, else None (see _run)."""
     by_creditor: _CreditorTemplates | None = None
     """The template with its creditor's values written in, if it has any (see _run)."""
+    flat: bool = False
+    """Whether the template is one run of output and nothing else (see _run)."""
 
 
 @dataclass(frozen=True)
@@ -475,6 +485,7 @@ class _Source:
     template: Template
     globals: Mapping[str, object] | None
     by_creditor: _CreditorTemplates | None = None
+    flat: bool = False
 
 
 @dataclass(frozen=True)
@@ -491,6 +502,11 @@ def body_digest(subject: str | None, body: str, body_html: str | None) -> str:
     Why JSON: it is unambiguous (no separator can be forged by content, ``null`` differs
     from an empty string) and any auditor's tool can recompute it.
     """
+    return _digest(subject, body, body_html, None)
+
+
+def _digest(subject: str | None, body: str, body_html: str | None, html_json: bytes | None) -> str:
+    """:func:`body_digest`, with ``html_json`` the JSON of ``body_html`` if already known."""
     # What json.dumps([subject, body, body_html], ensure_ascii=False,
     # separators=(",", ":")) writes, in UTF-8, without building an encoder per message.
     # Fed piece by piece: the same bytes as one joined string, without copying them.
@@ -499,9 +515,28 @@ def body_digest(subject: str | None, body: str, body_html: str | None) -> str:
     digest.update(b",")
     digest.update(_json_bytes(body))
     digest.update(b",")
-    digest.update(_json_bytes(body_html))
+    digest.update(html_json if html_json is not None else _json_bytes(body_html))
     digest.update(b"]")
     return digest.hexdigest()
+
+
+def _json_content(text: str) -> bytes:
+    """What JSON writes between the quotes of ``text`` (``ensure_ascii=False``), in UTF-8."""
+    return str(encode_basestring(text))[1:-1].encode("utf-8")
+
+
+def _json_pieces(pieces: tuple[str, ...], consts: tuple[bytes | None, ...]) -> bytes:
+    """``"".join(pieces)`` as a JSON string in UTF-8, from the JSON of its constant pieces.
+
+    Why: an HTML part is ~3 KB of the template's own text around ~10 short values. JSON
+    escapes character by character, and UTF-8 encodes character by character, so the
+    JSON of the whole is the JSON of its pieces one after the other; the constant pieces'
+    JSON is written when the template is compiled (``consts``, None for a value), and
+    only the values are escaped per message, by json's own ``encode_basestring``.
+    """
+    # strict: the two tuples are written side by side by the same loop (_SlotCode).
+    json = [c if c is not None else _json_content(p) for p, c in zip(pieces, consts, strict=True)]
+    return b"".join([b'"', *json, b'"'])
 
 
 # Every byte JSON writes as an escape except the newline: the other control characters.
@@ -622,12 +657,12 @@ class TemplateSet:
         creditor = variables.get("creditor")
         if type(creditor) is not Creditor:
             creditor = None  # no record of ours: every part runs its generic template
-        subject = html = None
+        subject = html = html_json = None
         if compiled.subject is not None:
-            subject = _run(compiled.subject, variables, creditor)
-        body = _run(compiled.body, variables, creditor)
+            subject = _run(compiled.subject, variables, creditor)[0]
+        body = _run(compiled.body, variables, creditor)[0]
         if compiled.html is not None:
-            html = _run(compiled.html, variables, creditor)
+            html, html_json = _run(compiled.html, variables, creditor)
         if subject is not None and not subject:
             raise TemplateError(f"{compiled.body.file}: subject renders empty")
         info = compiled.info
@@ -638,7 +673,7 @@ class TemplateSet:
             subject=subject,
             body=body,
             body_html=html,
-            body_sha256=body_digest(subject, body, html),
+            body_sha256=_digest(subject, body, html, html_json),
         )
 
     def _file_locale(self, locale: str) -> str | None:
@@ -671,8 +706,16 @@ class TemplateSet:
             ) from None
 
 
-def _run(part: _Part, variables: dict[str, object], creditor: Creditor | None) -> str:
-    """One part rendered from ``variables``; ``creditor`` is theirs if it is a Creditor."""
+def _run(
+    part: _Part, variables: dict[str, object], creditor: Creditor | None
+) -> tuple[str, bytes | None]:
+    """One part rendered from ``variables``, and its JSON for the digest when known.
+
+    ``creditor`` is the variables' own if it is a Creditor (else None). The JSON (see
+    :func:`_json_pieces`) is given for an HTML part that is one run of output (``flat``:
+    its text is exactly the pieces joined) when the finishing pass left the text as it
+    was; otherwise None, and the digest escapes the finished text.
+    """
     template = part.template
     if creditor is not None and part.by_creditor is not None:
         template = part.by_creditor.template(creditor) or template
@@ -689,7 +732,13 @@ def _run(part: _Part, variables: dict[str, object], creditor: Creditor | None) -
             jinja_context = env.context_class(
                 env, variables, template.name, template.blocks, template.globals
             )
-            return part.finish("".join(template.root_render_func(jinja_context)))
+            raw = "".join(template.root_render_func(jinja_context))
+            text = part.finish(raw)
+            if part.flat and text is raw:
+                pieces = getattr(jinja_context, "json_pieces", None)
+                if pieces is not None:
+                    return text, _json_pieces(*pieces)
+            return text, None
         except Exception:
             # Re-raised with the template's own file and line numbers in the traceback.
             template.environment.handle_exception()
@@ -827,9 +876,11 @@ class _Loader:
         # a {% set %} shadows: merging when not needed costs time, never correctness.
         loaded = {name.name for name in tree.find_all(nodes.Name) if name.ctx == "load"}
         by_creditor = None
-        if _creditor_values(env.parse(source, name=file, filename=file)):
+        fresh = env.parse(source, name=file, filename=file)  # compiling may change a tree
+        if _creditor_values(fresh):
             by_creditor = _CreditorTemplates(env, source, file, globals_)
-        return _Source(template, globals_ if loaded & globals_.keys() else None, by_creditor)
+        flat = len(fresh.body) == 1 and type(fresh.body[0]) is nodes.Output
+        return _Source(template, globals_ if loaded & globals_.keys() else None, by_creditor, flat)
 
     def finish(self) -> dict[Key, _Compiled]:
         compiled: dict[Key, _Compiled] = {}
@@ -904,6 +955,7 @@ class _Loader:
                 _strip_edges,
                 html_template.globals,
                 html_template.by_creditor,
+                html_template.flat,
             ),
             subject=_Part(
                 subject_file, subject.template, single_line, subject.globals, subject.by_creditor

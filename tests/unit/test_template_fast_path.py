@@ -63,8 +63,11 @@ from dispatcher.template.filter import DATE_FORMATS, MoneyShape, make_filters
 from dispatcher.template.front_matter import split_front_matter
 from dispatcher.template.renderer import (
     _creditor_values,
+    _json_content,
+    _json_pieces,
     _Loader,
     _record_fields,
+    _run,
     _Sandbox,
     _strip_edges,
 )
@@ -798,3 +801,65 @@ def test_the_date_filter_remembers_only_the_same_date(
             assert date_filter(day, format) == expected
             copy = date(day.year, day.month, day.day)
             assert date_filter(copy, format) == format_date(copy, format=format, locale=loc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(st.tuples(parts, st.booleans()), max_size=8),
+)
+@example(pieces=[('<a href="x">', True), ('"\\\n\t\x00\x1f', False), ("李 \u2028", True)])
+def test_the_json_of_the_pieces_is_the_json_of_the_whole(pieces: list[tuple[str, bool]]) -> None:
+    texts = tuple(text for text, _ in pieces)
+    consts = tuple(_json_content(text) if const else None for text, const in pieces)
+    whole = json.dumps("".join(texts), ensure_ascii=False).encode()
+    assert _json_pieces(texts, consts) == whole
+
+
+_FLAT_HTML = """\
+{edge}<p title="{{{{ account_id }}}}">Dear {{{{ customer_name }}}} \\ "{{{{ customer_name|safe }}}}"
+{{{{ creditor.name }}}} {{{{ balance|money }}}}</p>{tail}
+"""
+
+
+@settings(max_examples=60, deadline=None)
+@given(customer=hostile, account_id=hostile, edge=st.sampled_from(["", "  ", "\n"]))
+@example(customer='a\x00b\x1f"\\', account_id="\t", edge="")
+def test_a_flat_html_part_digests_as_json_dumps_does(
+    customer: str, account_id: str, edge: str
+) -> None:
+    templates = flat_templates(edge)
+    compiled = templates._get(ChannelKind.EMAIL, "flat", "en-US")
+    assert compiled.html is not None and compiled.html.flat
+    context = sample_context("en-US")
+    context.update(customer_name=customer, account_id=account_id)
+    assert rendered(templates, ChannelKind.EMAIL, "flat", "en-US", context) == reference_render(
+        templates, ChannelKind.EMAIL, "flat", "en-US", context
+    )
+
+
+@cache
+def flat_templates(edge: str) -> TemplateSet:
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="flat-templates-"))
+    front = (
+        '+++\nid = "flat"\nversion = "1"\nchannel = "email"\nlocale = "en-US"\n'
+        'description = "d"\ndisclosures = []\napproval = "draft"\n{extra}+++\n'
+    )
+    for part, extra in (("txt", "subject = 'S'\n"), ("html", "")):
+        path = root / "email" / f"flat.en-US.{part}.j2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = _FLAT_HTML.format(edge=edge, tail=" " if edge else "")
+        path.write_text(front.format(extra=extra) + body, encoding="utf-8")
+    return TemplateSet.load(root)
+
+
+def test_the_shipped_html_parts_take_the_json_of_their_pieces() -> None:
+    templates = shipped_templates()
+    context = sample_context("en-US")
+    for channel, name, locale in templates.names():
+        compiled = templates._get(channel, name, locale)
+        if compiled.html is not None:
+            assert compiled.html.flat
+            text, known = _run(compiled.html, context, SAMPLE_CREDITOR)
+            assert known == json.dumps(text, ensure_ascii=False).encode()
