@@ -55,6 +55,7 @@ class PostalAddress:
 
 
 _STREET = "\x00street\x00"
+_STREET_UPPER = _STREET.upper()
 
 
 def _postal_lines(
@@ -69,14 +70,17 @@ def _postal_lines(
     if layout is None:
         return None
     street = [p for p in (line1, line2) if p]
-    # Some posts (Canada's) want the address upper-cased; the data then upper-cases our
-    # placeholder too, and the street with it.
-    upper = [p.upper() for p in street]
-    return [
-        part
-        for line in layout
-        for part in (street if line == _STREET else upper if line == _STREET.upper() else [line])
-    ]
+    lines: list[str] = []
+    for line in layout:
+        if line == _STREET:
+            lines += street
+        elif line == _STREET_UPPER:
+            # Some posts (Canada's) want the address upper-cased; the data then upper-cases
+            # our placeholder too, and the street with it.
+            lines += [p.upper() for p in street]
+        else:
+            lines.append(line)
+    return lines
 
 
 @lru_cache(maxsize=65536)

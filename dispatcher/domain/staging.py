@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from dispatcher.domain.strategy import Stage, Strategy
 
+# The last ``now`` asked about, and its date in each time zone asked for: a plan asks for
+# the same instant in the same few zones for every account, and the conversion costs
+# more than the rest of the day count. Keyed by the very ``now`` object (kept here, so
+# its id cannot pass to another), not by equality: equal datetimes can differ in fold,
+# that is in instant.
+_dates_at: tuple[datetime | None, dict[str, date]] = (None, {})
 
-@lru_cache(maxsize=4096)
+
 def local_date(now: datetime, timezone: str) -> date:
-    """The calendar date at ``now`` in ``timezone``; ``now`` must be aware.
-
-    Memoised (pure; a plan asks it for one ``now`` and a few dozen zones, once per
-    account and message).
-    """
+    """The calendar date at ``now`` in ``timezone``; ``now`` must be aware."""
+    global _dates_at
+    at, dates = _dates_at
+    if now is at:
+        known = dates.get(timezone)
+        if known is not None:
+            return known
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    return now.astimezone(ZoneInfo(timezone)).date()
+    today = now.astimezone(ZoneInfo(timezone)).date()
+    if now is not at:
+        dates = {}
+        _dates_at = (now, dates)
+    if len(dates) < 1024:  # bounded: zones come from account data
+        dates[timezone] = today
+    return today
 
 
 def days_past_due(due_date: date, timezone: str, now: datetime) -> int:

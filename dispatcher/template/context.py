@@ -134,6 +134,29 @@ def _given_name(name: str) -> str:
     return parts[0] if parts else ""
 
 
+# The last creditor seen, and its SMS opt-out line per locale spelling: a run has one
+# creditor and a few locales, and the lookup canonicalises two tags per message. Keyed by
+# the very (frozen) record, kept here so its id cannot pass to another object.
+_opt_outs: tuple[Creditor | None, dict[str, str]] = (None, {})
+
+
+def _opt_out(creditor: Creditor, locale: str) -> str:
+    """``creditor.opt_out_sms_for(locale)``, remembered for the run's creditor."""
+    global _opt_outs
+    seen, lines = _opt_outs
+    if creditor is seen:
+        known = lines.get(locale)
+        if known is not None:
+            return known
+    line = creditor.opt_out_sms_for(locale)
+    if creditor is not seen:
+        lines = {}
+        _opt_outs = (creditor, lines)
+    if len(lines) < 1024:  # bounded: locales come from account data
+        lines[locale] = line
+    return line
+
+
 def build_context(
     account: Account, *, dpd: int, stage_id: str, creditor: Creditor, now: datetime
 ) -> dict[str, object]:
@@ -158,7 +181,7 @@ def build_context(
         "stage": stage_id,
         "creditor": creditor,
         "payment_link": creditor.payment_url.format(account_id=quoted),
-        "opt_out": creditor.opt_out_sms_for(account.locale),
+        "opt_out": _opt_out(creditor, account.locale),
         "unsubscribe_link": creditor.opt_out_email_url.format(account_id=quoted),
         "address_lines": account.address.lines() if account.address is not None else [],
         # ISO 3166 alpha-2; letters choose their paper and envelope window by it.

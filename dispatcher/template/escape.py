@@ -126,7 +126,7 @@ def normalise_text(text: str) -> str:
     into an SMS, where every character counts towards the segment limit.
     """
     # Blank lines at either end are the newlines at either end once lines are stripped.
-    return "\n".join([line.rstrip() for line in text.split("\n")]).strip("\n")
+    return "\n".join(map(str.rstrip, text.split("\n"))).strip("\n")
 
 
 def single_line(text: str) -> str:

@@ -208,13 +208,22 @@ def _locale_filters(locale: str) -> dict[str, Callable[..., Any]]:
             last[0] = (value, code, text)
         return text
 
+    # The last date formatted, as for money: the text and HTML parts of an email format
+    # the very same due date object with the very same format string.
+    last_date: list[tuple[object, object, str]] = [(_NOTHING, _NOTHING, "")]
+
     def date_(value: date | datetime, format: str = "medium") -> str:
         """``{{ due_date|date }}`` or ``|date("long")``: a localised calendar date."""
+        seen = last_date[0]
+        if value is seen[0] and format is seen[1]:
+            return seen[2]
         if format not in DATE_FORMATS:
             raise ValueError(f"date format must be one of {sorted(DATE_FORMATS)}")
-        if isinstance(value, datetime):
-            value = value.date()
-        return formatted_date(value, format)
+        day = value.date() if isinstance(value, datetime) else value
+        text = formatted_date(day, format)
+        if type(value) is date and type(format) is str:  # immutable: same object, same text
+            last_date[0] = (value, format, text)
+        return text
 
     def number(value: Number) -> str:
         """``{{ dpd|number }}``: a localised number with grouping separators."""

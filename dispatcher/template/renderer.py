@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import traceback
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -22,6 +22,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.meta import find_undeclared_variables
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import concat
 from markupsafe import Markup, escape
 
 # markupsafe's own escaping of an exact str, without wrapping the result in Markup; the
@@ -87,15 +88,25 @@ class _SlotCode(CodeGenerator):
     reads and calls, and ``{% autoescape %}`` blocks decided at run time are Jinja's own.
     """
 
+    def write_commons(self) -> None:
+        """Jinja's preamble of the root and block functions, and the two slot functions.
+
+        Bound once per render as locals, as Jinja binds ``resolve`` and ``concat``; the
+        functions a template defines inside them (macros, loops, call blocks) see them too.
+        """
+        super().write_commons()
+        self.writeline("escaped_slot = environment.escaped_slot")
+        self.writeline("plain_slot = environment.plain_slot")
+
     def _output_child_pre(
         self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
     ) -> None:
         if frame.eval_ctx.volatile or finalize.src != "environment.finalize(":
             super()._output_child_pre(node, frame, finalize)
         elif frame.eval_ctx.autoescape:
-            self.write("environment.escaped_slot(")
+            self.write("escaped_slot(")
         else:
-            self.write("environment.plain_slot(")
+            self.write("plain_slot(")
 
     def _output_child_post(
         self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
@@ -134,7 +145,7 @@ class _SlotCode(CodeGenerator):
         if len(body) < 2:
             super().visit_Output(node, frame)
             return
-        self.writeline("yield environment.concat((")
+        self.writeline("output_pieces = (")
         self.indent()
         for item in body:
             if isinstance(item, list):
@@ -146,7 +157,14 @@ class _SlotCode(CodeGenerator):
                 self._output_child_post(item, frame, finalize)
                 self.write(",")
         self.outdent()
-        self.writeline("))")
+        self.writeline(")")
+        if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile:
+            # The pieces, and the JSON of each constant one, for the digest (_json_pieces).
+            consts = tuple(
+                _json_content(concat(item)) if isinstance(item, list) else None for item in body
+            )
+            self.writeline(f"context.json_pieces = (output_pieces, {consts!r})")
+        self.writeline("yield concat(output_pieces)")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -290,6 +308,131 @@ def _record_fields(obj: object) -> dict[str, object]:
     return values
 
 
+_CREDITOR_FIELDS: Final = _DATA_FIELDS[Creditor]
+
+
+def _creditor_field(node: nodes.Node) -> bool:
+    """Whether ``node`` is ``creditor.<data field>``, read (not assigned)."""
+    return (
+        type(node) is nodes.Getattr
+        and node.ctx == "load"
+        and node.attr in _CREDITOR_FIELDS
+        and type(node.node) is nodes.Name
+        and node.node.name == "creditor"
+        and node.node.ctx == "load"
+    )
+
+
+def _creditor_value(node: nodes.Node) -> bool:
+    """Whether ``node`` is ``creditor.<field>`` or ``creditor.<field>|join(<text>)``."""
+    if type(node) is nodes.Filter:
+        return (
+            node.name == "join"
+            and node.node is not None
+            and _creditor_field(node.node)
+            and len(node.args) <= 1
+            and all(type(arg) is nodes.Const and type(arg.value) is str for arg in node.args)
+            and not node.kwargs
+            and node.dyn_args is None
+            and node.dyn_kwargs is None
+        )
+    return _creditor_field(node)
+
+
+def _creditor_values(tree: nodes.Template) -> list[tuple[nodes.Output, int]]:
+    """The ``{{ value }}`` slots of ``tree`` whose text only the creditor decides.
+
+    Each is (its Output node, its index there). Only the template's own top-level output
+    counts: there the autoescape setting is the environment's, fixed when it is compiled,
+    and nothing is buffered. None at all if the template could give ``creditor`` another
+    meaning (``{% set %}``, a loop or macro variable, ``{% with %}``) or changes the
+    evaluation context outside a scope; the slot's text is then not the record's.
+    """
+    for name in tree.find_all(nodes.Name):
+        if name.name == "creditor" and name.ctx != "load":
+            return []
+    for modifier in tree.find_all(nodes.EvalContextModifier):
+        if type(modifier) is nodes.EvalContextModifier:
+            return []
+    return [
+        (output, index)
+        for output in tree.body
+        if type(output) is nodes.Output
+        for index, child in enumerate(output.nodes)
+        if _creditor_value(child)
+    ]
+
+
+class _CreditorTemplates:
+    """One part's template with the creditor's values written in as text, per creditor.
+
+    Why: an email prints the creditor's name, phone, address and web site about ten times
+    a part, and they are the same in every message of a run (one creditor, from settings).
+    Each is a sandboxed attribute read, a slot call (escaping in HTML) and, for the
+    address, a join: about a quarter of a part's render (docs/BENCHMARKS.md). Here each such slot
+    (:func:`_creditor_values`) is rendered once per creditor by the very environment and
+    code that would render it in place (a template of just those slots), and the part is
+    compiled again with that text as template data, which Jinja joins with the constant
+    text around it. The creditor is a frozen record (its fields are strings and tuples of
+    strings), so its identity stands for its values; the one kept is referenced here, so
+    its id cannot pass to another object. Anything that fails (a field that does not read
+    as text, say) leaves the part to its generic template, which raises as before.
+    """
+
+    _BOUND: Final = 8  # creditors per part: settings name one, tests a few
+
+    def __init__(
+        self, env: _Sandbox, source: str, file: str, globals_: MutableMapping[str, Any]
+    ) -> None:
+        self._env = env
+        self._source = source
+        self._file = file
+        self._globals = globals_
+        self._last: tuple[object, Template | None] = (_NOTHING, None)
+        self._seen: dict[int, tuple[Creditor, Template | None]] = {}
+
+    def template(self, creditor: Creditor) -> Template | None:
+        """The part's template for ``creditor``, or None where the generic one must run."""
+        last = self._last
+        if last[0] is creditor:
+            return last[1]
+        entry = self._seen.get(id(creditor))
+        if entry is None or entry[0] is not creditor:
+            if len(self._seen) >= self._BOUND:
+                self._seen.clear()
+            entry = (creditor, self._written_in(creditor))
+            self._seen[id(creditor)] = entry
+        self._last = entry
+        return entry[1]
+
+    def _written_in(self, creditor: Creditor) -> Template | None:
+        env, file = self._env, self._file
+        try:
+            # A fresh tree: compiling one may change it (Jinja's optimizer works in place).
+            tree = env.parse(self._source, name=file, filename=file)
+            slots = _creditor_values(tree)
+            values = nodes.Template(
+                [nodes.Output([output.nodes[index]], lineno=1) for output, index in slots],
+                lineno=1,
+            )
+            values.set_environment(env)
+            code = env.compile(values, name=file, filename=file)
+            renderer = env.template_class.from_code(env, code, self._globals)
+            context = renderer.new_context({"creditor": creditor}, shared=True)
+            texts = list(renderer.root_render_func(context))
+            if len(texts) != len(slots) or not all(isinstance(text, str) for text in texts):
+                return None
+            for (output, index), text in zip(slots, texts, strict=True):
+                # str(): the characters, as the part's own join takes them (Markup or not).
+                data = nodes.TemplateData(str(text), lineno=output.nodes[index].lineno)
+                data.set_environment(env)
+                output.nodes[index] = data
+            code = env.compile(tree, name=file, filename=file)
+            return env.template_class.from_code(env, code, self._globals)
+        except Exception:
+            return None
+
+
 @dataclass(frozen=True)
 class RenderedMessage:
     """One rendered message, with what the audit log needs to prove what was sent.
@@ -329,6 +472,10 @@ class _Part:
     finish: Callable[[str], str]
     globals: Mapping[str, object] | None = None
     """Jinja's globals when the template names one of them, else None (see _run)."""
+    by_creditor: _CreditorTemplates | None = None
+    """The template with its creditor's values written in, if it has any (see _run)."""
+    flat: bool = False
+    """Whether the template is one run of output and nothing else (see _run)."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +484,8 @@ class _Source:
 
     template: Template
     globals: Mapping[str, object] | None
+    by_creditor: _CreditorTemplates | None = None
+    flat: bool = False
 
 
 @dataclass(frozen=True)
@@ -353,12 +502,41 @@ def body_digest(subject: str | None, body: str, body_html: str | None) -> str:
     Why JSON: it is unambiguous (no separator can be forged by content, ``null`` differs
     from an empty string) and any auditor's tool can recompute it.
     """
+    return _digest(subject, body, body_html, None)
+
+
+def _digest(subject: str | None, body: str, body_html: str | None, html_json: bytes | None) -> str:
+    """:func:`body_digest`, with ``html_json`` the JSON of ``body_html`` if already known."""
     # What json.dumps([subject, body, body_html], ensure_ascii=False,
     # separators=(",", ":")) writes, in UTF-8, without building an encoder per message.
-    canonical = b"".join(
-        (b"[", _json_bytes(subject), b",", _json_bytes(body), b",", _json_bytes(body_html), b"]")
-    )
-    return hashlib.sha256(canonical).hexdigest()
+    # Fed piece by piece: the same bytes as one joined string, without copying them.
+    digest = hashlib.sha256(b"[")
+    digest.update(_json_bytes(subject))
+    digest.update(b",")
+    digest.update(_json_bytes(body))
+    digest.update(b",")
+    digest.update(html_json if html_json is not None else _json_bytes(body_html))
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
+def _json_content(text: str) -> bytes:
+    """What JSON writes between the quotes of ``text`` (``ensure_ascii=False``), in UTF-8."""
+    return str(encode_basestring(text))[1:-1].encode("utf-8")
+
+
+def _json_pieces(pieces: tuple[str, ...], consts: tuple[bytes | None, ...]) -> bytes:
+    """``"".join(pieces)`` as a JSON string in UTF-8, from the JSON of its constant pieces.
+
+    Why: an HTML part is ~3 KB of the template's own text around ~10 short values. JSON
+    escapes character by character, and UTF-8 encodes character by character, so the
+    JSON of the whole is the JSON of its pieces one after the other; the constant pieces'
+    JSON is written when the template is compiled (``consts``, None for a value), and
+    only the values are escaped per message, by json's own ``encode_basestring``.
+    """
+    # strict: the two tuples are written side by side by the same loop (_SlotCode).
+    json = [c if c is not None else _json_content(p) for p, c in zip(pieces, consts, strict=True)]
+    return b"".join([b'"', *json, b'"'])
 
 
 # Every byte JSON writes as an escape except the newline: the other control characters.
@@ -389,6 +567,13 @@ def _json_bytes(text: str | None) -> bytes:
 
 
 def _strip_edges(text: str) -> str:
+    """The text without blank space at either end, and ending in one newline.
+
+    An HTML part or a letter normally starts with its markup and ends in a single
+    newline after it; then that is the text itself, and two copies of it are saved.
+    """
+    if len(text) > 1 and text[-1] == "\n" and not text[-2].isspace() and not text[0].isspace():
+        return text
     return text.strip() + "\n"
 
 
@@ -468,9 +653,16 @@ class TemplateSet:
         a variable is undefined, the sandbox refuses an operation or a filter fails.
         """
         compiled = self._get(channel, name, locale)
-        subject = _run(compiled.subject, context) if compiled.subject is not None else None
-        body = _run(compiled.body, context)
-        html = _run(compiled.html, context) if compiled.html is not None else None
+        variables = context if isinstance(context, dict) else dict(context)
+        creditor = variables.get("creditor")
+        if type(creditor) is not Creditor:
+            creditor = None  # no record of ours: every part runs its generic template
+        subject = html = html_json = None
+        if compiled.subject is not None:
+            subject = _run(compiled.subject, variables, creditor)[0]
+        body = _run(compiled.body, variables, creditor)[0]
+        if compiled.html is not None:
+            html, html_json = _run(compiled.html, variables, creditor)
         if subject is not None and not subject:
             raise TemplateError(f"{compiled.body.file}: subject renders empty")
         info = compiled.info
@@ -481,7 +673,7 @@ class TemplateSet:
             subject=subject,
             body=body,
             body_html=html,
-            body_sha256=body_digest(subject, body, html),
+            body_sha256=_digest(subject, body, html, html_json),
         )
 
     def _file_locale(self, locale: str) -> str | None:
@@ -514,19 +706,39 @@ class TemplateSet:
             ) from None
 
 
-def _run(part: _Part, context: Mapping[str, object]) -> str:
+def _run(
+    part: _Part, variables: dict[str, object], creditor: Creditor | None
+) -> tuple[str, bytes | None]:
+    """One part rendered from ``variables``, and its JSON for the digest when known.
+
+    ``creditor`` is the variables' own if it is a Creditor (else None). The JSON (see
+    :func:`_json_pieces`) is given for an HTML part that is one run of output (``flat``:
+    its text is exactly the pieces joined) when the finishing pass left the text as it
+    was; otherwise None, and the digest escapes the finished text.
+    """
     template = part.template
-    variables = context if isinstance(context, dict) else dict(context)
+    if creditor is not None and part.by_creditor is not None:
+        template = part.by_creditor.template(creditor) or template
     if part.globals is not None:
         # Jinja's globals (``range``, ...) stay visible to the templates that name one;
         # a plain dict, so the merge is one C-level copy.
         variables = {**part.globals, **variables}
     try:
         try:
-            return part.finish(
-                # Shared: handed over as it is, not copied into a fresh dict per part.
-                "".join(template.root_render_func(template.new_context(variables, shared=True)))
+            # What template.new_context(variables, shared=True) makes (Jinja's new_context
+            # with a shared parent and no locals), less its two calls: the variables are
+            # handed over as they are, not copied into a fresh dict per part.
+            env = template.environment
+            jinja_context = env.context_class(
+                env, variables, template.name, template.blocks, template.globals
             )
+            raw = "".join(template.root_render_func(jinja_context))
+            text = part.finish(raw)
+            if part.flat and text is raw:
+                pieces = getattr(jinja_context, "json_pieces", None)
+                if pieces is not None:
+                    return text, _json_pieces(*pieces)
+            return text, None
         except Exception:
             # Re-raised with the template's own file and line numbers in the traceback.
             template.environment.handle_exception()
@@ -663,7 +875,12 @@ class _Loader:
         # context; the others get the context as it is. Every loaded name counts, even one
         # a {% set %} shadows: merging when not needed costs time, never correctness.
         loaded = {name.name for name in tree.find_all(nodes.Name) if name.ctx == "load"}
-        return _Source(template, globals_ if loaded & globals_.keys() else None)
+        by_creditor = None
+        fresh = env.parse(source, name=file, filename=file)  # compiling may change a tree
+        if _creditor_values(fresh):
+            by_creditor = _CreditorTemplates(env, source, file, globals_)
+        flat = len(fresh.body) == 1 and type(fresh.body[0]) is nodes.Output
+        return _Source(template, globals_ if loaded & globals_.keys() else None, by_creditor, flat)
 
     def finish(self) -> dict[Key, _Compiled]:
         compiled: dict[Key, _Compiled] = {}
@@ -685,7 +902,7 @@ class _Loader:
                     hashlib.sha256(data).hexdigest(),
                     (data.decode("utf-8"),),
                 ),
-                body=_Part(str(path), source.template, finish, source.globals),
+                body=_Part(str(path), source.template, finish, source.globals, source.by_creditor),
                 html=None,
                 subject=None,
             )
@@ -726,8 +943,21 @@ class _Loader:
                 (text_bytes.decode("utf-8"), html_bytes.decode("utf-8")),
             ),
             body=_Part(
-                str(text_path), text_template.template, normalise_text, text_template.globals
+                str(text_path),
+                text_template.template,
+                normalise_text,
+                text_template.globals,
+                text_template.by_creditor,
             ),
-            html=_Part(str(html_path), html_template.template, _strip_edges, html_template.globals),
-            subject=_Part(subject_file, subject.template, single_line, subject.globals),
+            html=_Part(
+                str(html_path),
+                html_template.template,
+                _strip_edges,
+                html_template.globals,
+                html_template.by_creditor,
+                html_template.flat,
+            ),
+            subject=_Part(
+                subject_file, subject.template, single_line, subject.globals, subject.by_creditor
+            ),
         )

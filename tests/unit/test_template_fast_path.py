@@ -1,10 +1,13 @@
 """The renderer's fast paths give exactly what the generic paths give.
 
-Rendering is on the hot path of every plan (docs/BENCHMARKS.md, `bench render`), so three
-steps take shortcuts: money is formatted from a shape learnt from babel, the creditor's
-fields skip the sandbox's generic attribute checks and remember their escaped HTML, and
-the body digest writes its JSON without an encoder object. Each shortcut must be
-invisible: these tests compare it with the slow path it replaces, over generated data.
+Rendering is on the hot path of every plan (docs/BENCHMARKS.md, `bench render`), so steps
+take shortcuts: money is formatted from a shape learnt from babel, the creditor's fields
+skip the sandbox's generic attribute checks and remember their escaped HTML, each part is
+compiled once more per creditor with the creditor's values written in, the body digest
+writes its JSON without an encoder object, and a few lookups remember their last answer
+(the date filter, the creditor's opt-out line, the local date of one `now`). Each shortcut
+must be invisible: these tests compare it with the slow path it replaces, over generated
+data, and change the data between renders so that no memo can outlive it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from babel import Locale
@@ -30,10 +34,17 @@ from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
+from dispatcher.domain.staging import local_date
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import TemplateError
 from dispatcher.template import TemplateSet, body_digest
-from dispatcher.template.context import _HONORIFICS, Creditor, build_context, first_name
+from dispatcher.template.context import (
+    _HONORIFICS,
+    VARIABLES,
+    Creditor,
+    build_context,
+    first_name,
+)
 from dispatcher.template.escape import (
     _TYPST_SPECIAL,
     _UNSAFE,
@@ -48,9 +59,18 @@ from dispatcher.template.escape import (
     typst_string,
     typst_value,
 )
-from dispatcher.template.filter import MoneyShape, make_filters
+from dispatcher.template.filter import DATE_FORMATS, MoneyShape, make_filters
 from dispatcher.template.front_matter import split_front_matter
-from dispatcher.template.renderer import _Loader, _record_fields, _Sandbox
+from dispatcher.template.renderer import (
+    _creditor_values,
+    _json_content,
+    _json_pieces,
+    _Loader,
+    _record_fields,
+    _run,
+    _Sandbox,
+    _strip_edges,
+)
 from dispatcher.template.sample import SAMPLE_CREDITOR, sample_account, sample_context
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -360,6 +380,8 @@ safe {{ customer_name|safe }} e {{ customer_name|e }} const {{ 1 + 2 }} {{ "<b>"
 {{ address_lines }} {{ creditor.address_lines|join(" | ") }} {{ creditor.name }}
 {{ creditor.opt_out_sms_for(locale) }} {{ [customer_name, dpd] }} {{ none }}
 {% set n = namespace(v=customer_name) %}{{ n.v }}
+{% block b %}in block {{ customer_name }} {{ creditor.name }}{% endblock %}
+{% for x in [[customer_name]] recursive %}{{ x if x is string else loop(x) }}{% endfor %}
 """
 _NO_GLOBALS_BODY = """\
 Dear {{ customer_name }} <{{ account_id }}>, {{ balance|money }} due {{ due_date|date("long") }}.
@@ -575,3 +597,277 @@ def _normalise_text_by_lines(text: str) -> str:
 def test_text_finishers_give_what_their_first_versions_gave(text: str) -> None:
     assert normalise_text(text) == _normalise_text_by_lines(text)
     assert single_line(text) == re.sub(r"\s+", " ", text).strip()
+
+
+# --- What is remembered per creditor, per now, per date --------------------------------
+# The renderer writes the creditor's values into each part's template (per creditor), the
+# context remembers the creditor's opt-out line, local_date the date of one `now` per
+# zone, and the date filter its last answer. None of it may outlive the data it was made
+# from: each test below changes the data between renders and compares with the slow path.
+
+
+def test_creditor_values_are_written_in_only_where_the_creditor_decides_them() -> None:
+    shipped = shipped_templates()._get(ChannelKind.EMAIL, "mid_day1", "en-US")
+    assert shipped.body.by_creditor is not None and shipped.html is not None
+    assert shipped.html.by_creditor is not None
+    assert shipped.subject is not None and shipped.subject.by_creditor is None  # none there
+    env = _Loader(TEMPLATES, frozenset()).environment("html", "en-US")
+
+    def slots(source: str) -> list[str]:
+        tree = env.parse(source)
+        return [type(output.nodes[i]).__name__ for output, i in _creditor_values(tree)]
+
+    assert slots('{{ creditor.name }} {{ creditor.address_lines|join(", ") }}') == [
+        "Getattr",
+        "Filter",
+    ]
+    # Not the creditor's alone: a method call, another filter, a variable separator,
+    # another name, and any slot inside a block, a macro or an autoescape switch.
+    assert not slots(
+        "{{ creditor.opt_out_sms_for(locale) }} {{ creditor.name|upper }} "
+        "{{ creditor.address_lines|join(account_id) }} {{ creditor.nope }} {{ customer_name }}"
+        "{% if dpd %}{{ creditor.name }}{% endif %}{% macro m() %}{{ creditor.name }}{% endmacro %}"
+        "{% autoescape false %}{{ creditor.name }}{% endautoescape %}"
+    )
+    # A template that could give `creditor` another meaning is left alone entirely.
+    for rebinding in (
+        "{% set creditor = customer_name %}",
+        "{% for creditor in [1] %}{% endfor %}",
+        "{% macro m(creditor) %}{% endmacro %}",
+        "{% with creditor = 1 %}{% endwith %}",
+    ):
+        assert not slots("{{ creditor.name }}" + rebinding), rebinding
+
+
+_SHADOW_BODY = """\
+{{ creditor.name }} {{ creditor.phone }}
+{% set creditor = {"name": customer_name} %}{{ creditor.name }}
+"""
+
+
+def test_a_template_that_rebinds_creditor_renders_as_stock_jinja(tmp_path: Path) -> None:
+    for folder, part, extra in (
+        ("email", "txt", "subject = 'S {{ creditor.name }}'\n"),
+        ("email", "html", ""),
+    ):
+        path = tmp_path / folder / f"shadow.en-US.{part}.j2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            '+++\nid = "shadow"\nversion = "1"\nchannel = "email"\nlocale = "en-US"\n'
+            f'description = "d"\ndisclosures = []\napproval = "draft"\n{extra}+++\n' + _SHADOW_BODY,
+            encoding="utf-8",
+        )
+    templates = TemplateSet.load(tmp_path)
+    compiled = templates._get(ChannelKind.EMAIL, "shadow", "en-US")
+    assert compiled.body.by_creditor is None
+    context = sample_context("en-US")
+    context["customer_name"] = "<Jane>"
+    got = rendered(templates, ChannelKind.EMAIL, "shadow", "en-US", context)
+    assert got == reference_render(templates, ChannelKind.EMAIL, "shadow", "en-US", context)
+    assert got[1].splitlines() == ["Northwind Lending +1 800 555 0199", "<Jane>"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    names=st.lists(hostile, min_size=1, max_size=4),
+    order=st.lists(st.integers(min_value=0, max_value=7), min_size=1, max_size=12),
+    key=st.sampled_from(shipped_templates().names()),
+)
+def test_creditor_templates_follow_the_creditor_from_message_to_message(
+    names: list[str], order: list[int], key: tuple[ChannelKind, str, str]
+) -> None:
+    # Creditors come and go in any order, some equal but distinct objects, one changed
+    # under a name another had: each message is what stock Jinja makes of its own.
+    channel, template, locale = key
+    creditors = [
+        replace(SAMPLE_CREDITOR, name=name, address_lines=(name, f"{i}"), phone=f"+{i}")
+        for i, name in enumerate(names)
+    ]
+    creditors += [replace(creditor) for creditor in creditors]  # equal, not the same
+    templates = shipped_templates()
+    for index in order:
+        creditor = creditors[index % len(creditors)]
+        context = sample_context(locale, creditor=creditor)
+        assert rendered(templates, channel, template, locale, context) == reference_render(
+            templates, channel, template, locale, context
+        )
+
+
+def test_a_creditor_like_record_takes_the_generic_path() -> None:
+    class Branch(Creditor):
+        pass
+
+    templates = shipped_templates()
+    branch = Branch(**{f: getattr(SAMPLE_CREDITOR, f) for f in Creditor.__dataclass_fields__})
+    branch = replace(branch, name="Branch <Office>")
+    for creditor in (branch, SAMPLE_CREDITOR, branch):
+        context = sample_context("en-US", creditor=creditor)
+        got = rendered(templates, ChannelKind.EMAIL, "mid_day1", "en-US", context)
+        assert got == reference_render(templates, ChannelKind.EMAIL, "mid_day1", "en-US", context)
+    assert "Branch &lt;Office&gt;" in str(got[2])
+
+
+def test_an_error_in_a_part_with_creditor_values_still_names_its_line(tmp_path: Path) -> None:
+    front = (
+        '+++\nid = "t"\nversion = "1"\nchannel = "email"\nlocale = "en-US"\n'
+        'description = "d"\ndisclosures = []\napproval = "draft"\n{extra}+++\n'
+    )
+    body = "{{ creditor.name }}\n{{ creditor.address_lines|join(', ') }}\nand {{ nope.x }}\n"
+    for part, extra in (("txt", "subject = 'S'\n"), ("html", "")):
+        path = tmp_path / "email" / f"t.en-US.{part}.j2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(front.format(extra=extra) + body, encoding="utf-8")
+    templates = TemplateSet.load(tmp_path, variables={*VARIABLES, "nope"})
+    assert templates._get(ChannelKind.EMAIL, "t", "en-US").body.by_creditor is not None
+    line = front.format(extra="subject = 'S'\n").count("\n") + 3
+    for _ in range(2):  # the generic template first, then the creditor's own
+        with pytest.raises(TemplateError, match=rf"t\.en-US\.txt\.j2:{line}: UndefinedError"):
+            templates.render(ChannelKind.EMAIL, "t", "en-US", sample_context("en-US"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=names | st.sampled_from(["", "\n", "a", " a\n", "a \n", "a\n\n", "<p>\n", "\u3000x\n"]))
+def test_the_html_finisher_keeps_only_text_it_would_not_change(text: str) -> None:
+    assert _strip_edges(text) == text.strip() + "\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    instants=st.lists(
+        st.datetimes(
+            min_value=datetime(2020, 1, 1),
+            max_value=datetime(2030, 1, 1),
+            timezones=st.sampled_from([UTC, ZoneInfo("America/New_York"), ZoneInfo("Asia/Tokyo")]),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    zones=st.lists(
+        st.sampled_from(["UTC", "America/New_York", "Pacific/Kiritimati", "Asia/Shanghai"]),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_local_dates_follow_now_and_zone(instants: list[datetime], zones: list[str]) -> None:
+    for now in instants:
+        for zone in zones:
+            assert local_date(now, zone) == now.astimezone(ZoneInfo(zone)).date()
+
+
+def test_local_date_tells_apart_equal_instants_of_a_repeated_hour() -> None:
+    # 01:30 on 2026-11-01 happens twice in New York; the two datetimes compare equal, but
+    # an hour apart (05:30 and 06:30 UTC) they fall on either side of midnight in Regina
+    # (UTC-6, no daylight saving time).
+    zone = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=zone)
+    second = first.replace(fold=1)
+    assert first == second
+    for now in (first, second, first):
+        assert local_date(now, "America/Regina") == (
+            now.astimezone(ZoneInfo("America/Regina")).date()
+        )
+    assert local_date(first, "America/Regina") != local_date(second, "America/Regina")
+    with pytest.raises(ValueError, match="aware"):
+        local_date(datetime(2026, 1, 1), "UTC")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    overrides=st.lists(
+        st.tuples(st.sampled_from(["zh-CN", "zh_Hans_CN", "fr-FR", "en-US"]), hostile),
+        max_size=3,
+    ),
+    locales=st.lists(st.sampled_from(["zh-CN", "zh-Hans-CN", "fr-FR", "de-DE", "xx"]), max_size=5),
+)
+def test_the_opt_out_line_follows_the_creditor(
+    overrides: list[tuple[str, str]], locales: list[str]
+) -> None:
+    creditors = [SAMPLE_CREDITOR, replace(SAMPLE_CREDITOR, opt_out_sms_by_locale=tuple(overrides))]
+    account = sample_account("en-US")
+    for creditor in (*creditors, *reversed(creditors)):
+        for locale in locales:
+            context = build_context(
+                replace(account, locale=locale), dpd=3, stage_id="early", creditor=creditor, now=NOW
+            )
+            assert context["opt_out"] == creditor.opt_out_sms_for(locale)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    days=st.lists(st.dates() | st.datetimes(), min_size=1, max_size=6),
+    formats=st.lists(st.sampled_from(sorted(DATE_FORMATS)), min_size=1, max_size=3),
+    locale=st.sampled_from(["en-US", "zh-CN", "de-DE"]),
+)
+def test_the_date_filter_remembers_only_the_same_date(
+    days: list[date], formats: list[str], locale: str
+) -> None:
+    date_filter = make_filters(locale)["date"]
+    loc = Locale.parse(locale, sep="-")
+    for day in [*days, *days]:  # each again, and equal dates as new objects
+        for format in formats:
+            expected = format_date(day, format=format, locale=loc)
+            assert date_filter(day, format) == expected
+            copy = date(day.year, day.month, day.day)
+            assert date_filter(copy, format) == format_date(copy, format=format, locale=loc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(st.tuples(parts, st.booleans()), max_size=8),
+)
+@example(pieces=[('<a href="x">', True), ('"\\\n\t\x00\x1f', False), ("李 \u2028", True)])
+def test_the_json_of_the_pieces_is_the_json_of_the_whole(pieces: list[tuple[str, bool]]) -> None:
+    texts = tuple(text for text, _ in pieces)
+    consts = tuple(_json_content(text) if const else None for text, const in pieces)
+    whole = json.dumps("".join(texts), ensure_ascii=False).encode()
+    assert _json_pieces(texts, consts) == whole
+
+
+_FLAT_HTML = """\
+{edge}<p title="{{{{ account_id }}}}">Dear {{{{ customer_name }}}} \\ "{{{{ customer_name|safe }}}}"
+{{{{ creditor.name }}}} {{{{ balance|money }}}}</p>{tail}
+"""
+
+
+@settings(max_examples=60, deadline=None)
+@given(customer=hostile, account_id=hostile, edge=st.sampled_from(["", "  ", "\n"]))
+@example(customer='a\x00b\x1f"\\', account_id="\t", edge="")
+def test_a_flat_html_part_digests_as_json_dumps_does(
+    customer: str, account_id: str, edge: str
+) -> None:
+    templates = flat_templates(edge)
+    compiled = templates._get(ChannelKind.EMAIL, "flat", "en-US")
+    assert compiled.html is not None and compiled.html.flat
+    context = sample_context("en-US")
+    context.update(customer_name=customer, account_id=account_id)
+    assert rendered(templates, ChannelKind.EMAIL, "flat", "en-US", context) == reference_render(
+        templates, ChannelKind.EMAIL, "flat", "en-US", context
+    )
+
+
+@cache
+def flat_templates(edge: str) -> TemplateSet:
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="flat-templates-"))
+    front = (
+        '+++\nid = "flat"\nversion = "1"\nchannel = "email"\nlocale = "en-US"\n'
+        'description = "d"\ndisclosures = []\napproval = "draft"\n{extra}+++\n'
+    )
+    for part, extra in (("txt", "subject = 'S'\n"), ("html", "")):
+        path = root / "email" / f"flat.en-US.{part}.j2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = _FLAT_HTML.format(edge=edge, tail=" " if edge else "")
+        path.write_text(front.format(extra=extra) + body, encoding="utf-8")
+    return TemplateSet.load(root)
+
+
+def test_the_shipped_html_parts_take_the_json_of_their_pieces() -> None:
+    templates = shipped_templates()
+    context = sample_context("en-US")
+    for channel, name, locale in templates.names():
+        compiled = templates._get(channel, name, locale)
+        if compiled.html is not None:
+            assert compiled.html.flat
+            text, known = _run(compiled.html, context, SAMPLE_CREDITOR)
+            assert known == json.dumps(text, ensure_ascii=False).encode()
