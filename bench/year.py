@@ -66,7 +66,14 @@ def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) 
         )
         import_s = time.perf_counter() - began
         began = time.perf_counter()
-        result = simulate(app, start, days, tick)
+
+        def progress(at: datetime) -> None:
+            done = (at - start) / timedelta(days=1)
+            if int(done) != int(done - tick / timedelta(days=1)):  # a simulated day crossed
+                elapsed = time.perf_counter() - began
+                print(f"  day {done:.0f} of {days}: {elapsed:.0f} s", file=sys.stderr, flush=True)
+
+        result = simulate(app, start, days, tick, on_tick=progress)
         simulate_s = time.perf_counter() - began
         simulate_peak = _peak_mb()
         ticks = ticks_of(start, days, tick)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -46,9 +47,16 @@ class Simulation:
 
 
 def simulate(
-    app: App, start: datetime, days: int, tick: timedelta = timedelta(hours=1)
+    app: App,
+    start: datetime,
+    days: int,
+    tick: timedelta = timedelta(hours=1),
+    on_tick: Callable[[datetime], None] | None = None,
 ) -> Simulation:
-    """Plan and send at every tick in [start, start + days); report what happened."""
+    """Plan and send at every tick in [start, start + days); report what happened.
+
+    ``on_tick`` is told each simulated instant once it is done (progress for long runs).
+    """
     end = start + timedelta(days=days)
     before = _states(app)
     planner, sender = app.planner(start), app.sender()
@@ -56,6 +64,8 @@ def simulate(
     while now < end:
         planner.plan(now)
         asyncio.run(sender.send(now))
+        if on_tick is not None:
+            on_tick(now)
         now += tick
     return _read_back(app, start, end, before)
 
