@@ -6,31 +6,22 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from dispatcher.domain.strategy import Stage, Strategy
+from dispatcher.memo import LastObjectMemo
 
-# The last ``now`` asked about, and its date in each time zone asked for: a plan asks for
-# the same instant in the same few zones for every account, and the conversion costs
-# more than the rest of the day count. Keyed by the very ``now`` object (kept here, so
-# its id cannot pass to another), not by equality: equal datetimes can differ in fold,
-# that is in instant.
-_dates_at: tuple[datetime | None, dict[str, date]] = (None, {})
+# The date at one ``now`` in each zone asked for: a plan asks for the same instant in the
+# same few zones for every account, and the conversion costs more than the day count.
+_dates: LastObjectMemo[str, date] = LastObjectMemo()
 
 
 def local_date(now: datetime, timezone: str) -> date:
     """The calendar date at ``now`` in ``timezone``; ``now`` must be aware."""
-    global _dates_at
-    at, dates = _dates_at
-    if now is at:
-        known = dates.get(timezone)
-        if known is not None:
-            return known
+    known = _dates.get(now, timezone)
+    if known is not None:
+        return known
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     today = now.astimezone(ZoneInfo(timezone)).date()
-    if now is not at:
-        dates = {}
-        _dates_at = (now, dates)
-    if len(dates) < 1024:  # bounded: zones come from account data
-        dates[timezone] = today
+    _dates.put(now, timezone, today)
     return today
 
 

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from dispatcher.domain.account import Account
 from dispatcher.domain.staging import local_date
+from dispatcher.memo import LastObjectMemo
 from dispatcher.template.filter import canonical_locale
 
 VARIABLES: Final[frozenset[str]] = frozenset(
@@ -134,26 +135,17 @@ def _given_name(name: str) -> str:
     return parts[0] if parts else ""
 
 
-# The last creditor seen, and its SMS opt-out line per locale spelling: a run has one
-# creditor and a few locales, and the lookup canonicalises two tags per message. Keyed by
-# the very (frozen) record, kept here so its id cannot pass to another object.
-_opt_outs: tuple[Creditor | None, dict[str, str]] = (None, {})
+# The run's creditor's SMS opt-out line per locale spelling: a run has one creditor and a
+# few locales, and the lookup canonicalises two tags per message.
+_opt_outs: LastObjectMemo[str, str] = LastObjectMemo()
 
 
 def _opt_out(creditor: Creditor, locale: str) -> str:
-    """``creditor.opt_out_sms_for(locale)``, remembered for the run's creditor."""
-    global _opt_outs
-    seen, lines = _opt_outs
-    if creditor is seen:
-        known = lines.get(locale)
-        if known is not None:
-            return known
-    line = creditor.opt_out_sms_for(locale)
-    if creditor is not seen:
-        lines = {}
-        _opt_outs = (creditor, lines)
-    if len(lines) < 1024:  # bounded: locales come from account data
-        lines[locale] = line
+    """``creditor.opt_out_sms_for(locale)``, remembered for the run's (frozen) creditor."""
+    line = _opt_outs.get(creditor, locale)
+    if line is None:
+        line = creditor.opt_out_sms_for(locale)
+        _opt_outs.put(creditor, locale, line)
     return line
 
 
