@@ -276,6 +276,7 @@ class App:
             batch_size=self.settings.plan.batch_size,
             catalogued=approved.known,
             workers=self.settings.plan.workers,
+            review_within=timedelta(days=self.settings.plan.review_within_days),
         )
 
     def sender(self) -> Sender:

@@ -204,6 +204,14 @@ def backup(
 def plan(
     now: NowOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide, write nothing.")] = False,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Look at every account, not only those due for review "
+            "(after editing accounts straight in the database).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Decide what is due for every account and queue it (or record why not)."""
@@ -213,8 +221,8 @@ def plan(
         # Planner and progress afresh on each attempt: a retry after an outage re-reads
         # what committed and plans only the rest (docs/OPERATIONS.md, "Database outages").
         planner = wired.planner(at)
-        with _progress("planning", planner.count(at)) as progress:
-            return planner.plan(at, dry_run=dry_run, on_progress=_advance(progress))
+        with _progress("planning", planner.count(at, every=every)) as progress:
+            return planner.plan(at, dry_run=dry_run, every=every, on_progress=_advance(progress))
 
     report = wired.outlasting(run, "plan", notify=_warn)
     _show_plan(report, as_json)

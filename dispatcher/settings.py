@@ -131,6 +131,9 @@ class PlanSettings(_Section):
     # Processes that plan batches (read, decide, render, settle) while the planner's own
     # one writes (dispatcher/service/plan_pool.py); 1 = all in one process.
     workers: int = Field(default=1, ge=1, le=64)
+    # Incremental planning (docs/PLANNING.md, "Reviews"): a plan looks at an account when
+    # time or a change can alter its plan, and at least this often whatever happened.
+    review_within_days: int = Field(default=7, ge=1, le=366)
 
 
 class SendSettings(_Section):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from dispatcher.domain.account import Account
 from dispatcher.domain.message import WENT_OUT, MessageKey, MessageStatus
@@ -170,3 +171,46 @@ def plan_account(
         elif owed_row is None or owed_row.hold_reason != hold.reason.value:
             decisions.append(HoldBack(key, stage, step, dpd, hold, update=owed_row is not None))
     return decisions
+
+
+def next_review(account: Account, now: datetime, strategy: Strategy) -> datetime | None:
+    """The first instant after ``now`` at which :func:`plan_account` can decide something
+    new for ``account`` by the passage of time alone; None: never, unless it changes.
+
+    Why: a plan that looks only at the accounts whose answer can have changed costs what
+    changed, not the size of the portfolio (docs/PLANNING.md, "Reviews"). With the
+    account, its holds and its messages as they are, the decisions of ``plan_account``
+    depend on time only through
+    - the days past due: the stage and its owed steps change only on the strategy's
+      turning points (:attr:`Strategy.turning_points`), each starting at midnight of the
+      account's own time zone, as :func:`days_past_due` counts;
+    - its hold records: one starts or ends at a stated instant;
+    - a promise to pay, which lifts at the start of the day after the promised date.
+    Anything else (an import, a hold placed or lifted, a message held at send, another
+    configuration) is a change of the data, and whoever makes it asks for a review.
+    An answer earlier than needed costs one look; a later one would miss a step, so
+    every bound here errs early. A cured account ends its pending messages at once and
+    is asked nothing more.
+    """
+    if not account.collectible:
+        return None
+    zone = ZoneInfo(account.timezone)
+    found: list[datetime] = []
+    turning = strategy.next_turning_point(days_past_due(account.due_date, account.timezone, now))
+    if turning is not None:
+        found.append(_start_of_day(account.due_date + timedelta(days=turning), zone))
+    for hold in account.holds:
+        found.extend(t for t in (hold.starts_at, hold.ends_at) if t is not None and t > now)
+    promise = account.promise_to_pay_until
+    if promise is not None:
+        lifts = _start_of_day(promise + timedelta(days=1), zone)
+        if lifts > now:
+            found.append(lifts)
+    return min(found, default=None)
+
+
+def _start_of_day(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of ``day`` in ``zone``: midnight, or when a DST gap at midnight
+    ends (zoneinfo reads a missing 00:00 with the offset before the gap, which is the
+    instant the gap ends)."""
+    return datetime.combine(day, time(0), tzinfo=zone)

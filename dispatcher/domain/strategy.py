@@ -7,7 +7,9 @@ Compliance owns this ladder (``config/strategy.toml``); the seeds' handbooks des
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from enum import StrEnum
+from functools import cached_property
 from itertools import pairwise
 from typing import Self
 
@@ -104,6 +106,24 @@ class Strategy(BaseModel):
     @property
     def earliest_dpd(self) -> int:
         return min(s.dpd_from for s in self.stages)
+
+    @cached_property
+    def turning_points(self) -> tuple[int, ...]:
+        """Every DPD on which what is due can change, sorted: a stage starts, a step falls
+        due, or a stage has just ended. Between two of them the ladder asks nothing new."""
+        points: set[int] = set()
+        for stage in self.stages:
+            points.add(stage.dpd_from)
+            points.update(stage.step_dpd(step) for step in stage.steps)
+            if stage.dpd_to is not None:
+                points.add(stage.dpd_to + 1)
+        return tuple(sorted(points))
+
+    def next_turning_point(self, dpd: int) -> int | None:
+        """The first DPD after ``dpd`` on which what is due can change, if any."""
+        points = self.turning_points
+        at = bisect_right(points, dpd)
+        return points[at] if at < len(points) else None
 
     def stage_for(self, dpd: int) -> Stage | None:
         for stage in self.stages:

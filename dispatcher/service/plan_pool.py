@@ -41,7 +41,7 @@ from dispatcher import heap
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import DispatcherError, TemplateError
 from dispatcher.store.engine import build_store
-from dispatcher.store.sql import Page, SqlStore
+from dispatcher.store.sql import Page, Reviewing, SqlStore
 from dispatcher.template import TemplateSet
 
 if TYPE_CHECKING:
@@ -120,12 +120,14 @@ def _start(database_url: str, busy_timeout: float, setup_file: Path, turn: Write
     threading.Thread(target=_exit_with_parent, name="plan-worker-watch", daemon=True).start()
     # Written by the parent a moment ago in its own 0700 temporary directory.
     setup = pickle.loads(setup_file.read_bytes())  # noqa: S301
-    root, sources, hashes, strategy, creditor, timing, catalogued = setup
+    root, sources, hashes, strategy, creditor, timing, catalogued, review_within = setup
     templates = TemplateSet.from_sources(root, sources)
     _, mine = template_sources(templates)
     if mine != hashes:
         raise TemplateError("plan worker: the templates rebuilt differ from the planner's")
-    _planner = BatchPlanner(templates, strategy, creditor, timing, catalogued)
+    _planner = BatchPlanner(
+        templates, strategy, creditor, timing, catalogued, review_within=review_within
+    )
     _store = build_store(database_url, busy_timeout_seconds=busy_timeout)
     _turn = turn
     heap.tune()
@@ -144,12 +146,14 @@ def _exit_with_parent() -> None:
         os._exit(1)
 
 
-def _plan(page: Page, index: int, now: datetime, dry_run: bool) -> Written | None:
+def _plan(
+    page: Page, index: int, now: datetime, reviewing: Reviewing | None, dry_run: bool
+) -> Written | None:
     """Plan batch ``index`` of the plan, then, in its turn, settle what it deferred and
     write it; None if the plan stopped before its turn came."""
     if _planner is None or _store is None or _turn is None:
         raise RuntimeError("plan worker not started")  # _start failed; the pool says so first
-    result = _planner.plan_batch(_store, page, now)
+    result = _planner.plan_batch(_store, page, now, reviewing)
     if not _turn.wait(index):
         return None
     _planner.write_batch(_store, result, now, dry_run=dry_run)
@@ -180,6 +184,7 @@ class BatchPool:
             planner.creditor,
             planner.timing,
             planner.catalogued,
+            planner.review_within,
         )
         self._setup = tempfile.TemporaryDirectory(prefix="dispatcher-plan-")
         setup_file = Path(self._setup.name) / "setup.pickle"
@@ -218,6 +223,7 @@ class BatchPool:
         self,
         pages: Iterable[Page],
         now: datetime,
+        reviewing: Reviewing | None = None,
         *,
         dry_run: bool = False,
         stop: Callable[[], bool] | None = None,
@@ -236,7 +242,7 @@ class BatchPool:
 
         def submit() -> None:
             for index, page in itertools.islice(numbered, 1):
-                pending.append(executor.submit(_plan, page, index, now, dry_run))
+                pending.append(executor.submit(_plan, page, index, now, reviewing, dry_run))
 
         try:
             for _ in range(2 * self.workers + 1):

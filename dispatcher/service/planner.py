@@ -8,11 +8,14 @@ idempotency key is unique and the core only decides what has no record yet.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TypeVar
 
 from dispatcher.domain.account import Account
@@ -23,6 +26,7 @@ from dispatcher.domain.decision import (
     Existing,
     HoldBack,
     Queue,
+    next_review,
     plan_account,
 )
 from dispatcher.domain.message import WENT_OUT, MessageKey, MessageStatus
@@ -39,6 +43,7 @@ from dispatcher.store.sql import (
     ContactRow,
     Page,
     PlanWrite,
+    Reviewing,
     SqlStore,
 )
 from dispatcher.template import RenderedMessage, TemplateSet
@@ -46,6 +51,11 @@ from dispatcher.template.context import Creditor, build_context
 
 ACTOR = "system:planner"
 _T = TypeVar("_T")
+# Holds the planner itself settles that the clock alone can lift: a contact window may
+# open in the weeks after the three searched; a render may depend on the day. Accounts
+# with one are looked at again a day later rather than at their next turning point.
+_RECHECKED_DAILY = frozenset({HoldReason.NO_CONTACT_WINDOW, HoldReason.RENDER_FAILED})
+_DAY = timedelta(days=1)
 
 
 @dataclass
@@ -126,6 +136,8 @@ class _Batch:
     contacts: Callable[[], ContactLedger]
     write: PlanWrite = field(default_factory=PlanWrite)
     _ledger: ContactLedger | None = None
+    # Accounts holding a message for a reason of _RECHECKED_DAILY.
+    recheck: set[str] = field(default_factory=set)
 
     @property
     def ledger(self) -> ContactLedger:
@@ -297,6 +309,7 @@ class Deferred:
     inserts_at: int
     audits_at: int
     drafts: list[Draft]
+    review_seq: int
 
 
 @dataclass
@@ -332,20 +345,60 @@ class BatchPlanner:
         creditor: Creditor,
         timing: ContactTiming,
         catalogued: Collection[tuple[ChannelKind, str]] = (),
+        review_within: timedelta = timedelta(days=7),
     ) -> None:
         self.templates = templates
         self.strategy = strategy
         self.creditor = creditor
         self.timing = timing
         self.catalogued = frozenset(catalogued)
+        self.review_within = review_within
+
+    @cached_property
+    def review_key(self) -> str:
+        """What a review is valid under: the strategy, and each template that may be sent
+        with its hash, and those catalogued without an approved version. Another of any
+        of them (a reload, an approval) puts every account up for review.
+
+        The policy packs, holidays and creditor are left out on purpose: they shape only
+        messages being queued (their time, their text), never which steps are due or held,
+        and the hold they can cause (no contact window) is looked at daily anyway."""
+        templates = sorted(
+            (channel.value, name, locale, self.templates.info(channel, name, locale).sha256)
+            for channel, name, locale in self.templates.names()
+        )
+        catalogued = sorted((channel.value, name) for channel, name in self.catalogued)
+        config = [self.strategy.model_dump(mode="json"), templates, catalogued]
+        encoded = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()[:32]
+
+    def review(
+        self, account: Account, now: datetime, *, recheck: bool, seq: int
+    ) -> dict[str, object]:
+        """The account's next review, as :class:`PlanWrite` records it: when time alone can
+        change its plan (:func:`next_review`), a day on for a hold the planner re-checks
+        daily, and never later than ``review_within``: a bound on any change made where
+        no review is asked (an edit straight in the database, a time-zone rule update)."""
+        latest = now + (_DAY if recheck else self.review_within)
+        at = next_review(account, now, self.strategy)
+        return {
+            "account_id": account.account_id,
+            "at": latest if at is None or at > latest else at,
+            "key": self.review_key,
+            "seq": seq,
+        }
 
     def horizon(self, now: datetime) -> datetime:
         """Latest due date that can be in a stage at ``now``: earliest stage plus a zone day."""
         return now + timedelta(days=max(0, -self.strategy.earliest_dpd) + 1)
 
-    def plan_batch(self, store: SqlStore, page: Page, now: datetime) -> BatchResult:
-        """Plan the accounts of ``page``, leaving out the writes of the deferred ones."""
-        accounts = store.plannable_in(self.horizon(now).date(), page)
+    def plan_batch(
+        self, store: SqlStore, page: Page, now: datetime, reviewing: Reviewing | None = None
+    ) -> BatchResult:
+        """Plan the accounts of ``page`` (with ``reviewing``, those due for review), leaving
+        out the writes of the deferred ones."""
+        plannable = store.plannable_in(self.horizon(now).date(), page, reviewing)
+        accounts, seqs = plannable.accounts, plannable.review_seqs
         existing = store.existing_messages([a.account_id for a in accounts])
         drafts = self.draft(accounts, existing, now)
         report = PlanReport(now=now, dry_run=False)
@@ -357,13 +410,16 @@ class BatchPlanner:
         batch = _Batch(now, report, lambda: ContactLedger(contacts))
         deferred: list[Deferred] = []
         for account, mine in zip(accounts, drafts, strict=True):
+            seq = seqs[account.account_id]
             if account.account_id in shared:
                 deferred.append(
-                    Deferred(account, len(batch.write.inserts), len(batch.write.audits), mine)
+                    Deferred(account, len(batch.write.inserts), len(batch.write.audits), mine, seq)
                 )
                 continue
             for draft in mine:
                 self.settle(account, draft, batch)
+            recheck = account.account_id in batch.recheck
+            batch.write.reviews.append(self.review(account, now, recheck=recheck, seq=seq))
         return BatchResult(len(accounts), batch.write, report.counts, deferred)
 
     def write_batch(
@@ -391,6 +447,10 @@ class BatchPlanner:
             rows, records = len(late.write.inserts), len(late.write.audits)
             for draft in deferred.drafts:
                 self.settle(account, draft, late)
+            recheck = account.account_id in late.recheck
+            late.write.reviews.append(
+                self.review(account, now, recheck=recheck, seq=deferred.review_seq)
+            )
             inserts.append((deferred.inserts_at, rows, len(late.write.inserts)))
             audits.append((deferred.audits_at, records, len(late.write.audits)))
         result.counts.update(report.counts)
@@ -400,6 +460,7 @@ class BatchPlanner:
             updates=write.updates + late.write.updates,
             ends=write.ends + late.write.ends,
             audits=_splice(write.audits, late.write.audits, audits),
+            reviews=write.reviews + late.write.reviews,
         )
 
     def draft(
@@ -467,6 +528,8 @@ class BatchPlanner:
         key, template = decision.key, decision.step.template
 
         def hold(reason: HoldReason, error: str) -> None:
+            if reason in _RECHECKED_DAILY:
+                batch.recheck.add(account.account_id)
             if decision.held_for != reason.value:
                 batch.held(
                     key, decision.dpd, hold_because(reason), existing=decision.release, error=error
@@ -542,6 +605,7 @@ class Planner:
         batch_size: int = 2000,
         catalogued: Collection[tuple[ChannelKind, str]] = (),
         workers: int = 1,
+        review_within: timedelta = timedelta(days=7),
     ) -> None:
         """``templates`` is what may be sent: the approved versions (``App.planner``).
 
@@ -555,7 +619,9 @@ class Planner:
         self.store = store
         self.batch_size = batch_size
         self.workers = workers
-        self.batches = BatchPlanner(templates, strategy, creditor, timing, catalogued)
+        self.batches = BatchPlanner(
+            templates, strategy, creditor, timing, catalogued, review_within=review_within
+        )
 
     @property
     def templates(self) -> TemplateSet:
@@ -565,18 +631,29 @@ class Planner:
     def horizon(self, now: datetime) -> datetime:
         return self.batches.horizon(now)
 
-    def count(self, now: datetime) -> int:
-        return self.store.count_plannable(self.horizon(now).date())
+    def reviewing(self, now: datetime, *, every: bool = False) -> Reviewing | None:
+        """Which accounts a plan at ``now`` looks at: those due for review (None: every
+        plannable account, with ``every``)."""
+        return None if every else Reviewing(now, self.batches.review_key)
+
+    def count(self, now: datetime, *, every: bool = False) -> int:
+        """How many accounts :meth:`plan` will look at (for progress)."""
+        return self.store.count_plannable(
+            self.horizon(now).date(), self.reviewing(now, every=every)
+        )
 
     def plan(
         self,
         now: datetime,
         *,
         dry_run: bool = False,
+        every: bool = False,
         on_progress: Callable[[int], None] | None = None,
         stop: Callable[[], bool] | None = None,
     ) -> PlanReport:
-        """Plan every account at ``now``; with ``dry_run`` decide and render but write nothing.
+        """Plan at ``now`` the accounts due for review (with ``every``, every plannable
+        account: the same decisions, at the cost of looking at all); with ``dry_run``
+        decide and render but write nothing (reviews included).
 
         ``stop`` is asked between batches: a service shutting down commits the batch in
         hand and leaves the rest to the next run (``report.complete`` is then False).
@@ -584,8 +661,9 @@ class Planner:
         whole batches or nothing of a batch.
         """
         report = PlanReport(now=now, dry_run=dry_run)
+        reviewing = self.reviewing(now, every=every)
         pages: Iterator[Page] = self.store.plannable_pages(
-            self.horizon(now).date(), self.batch_size
+            self.horizon(now).date(), self.batch_size, reviewing
         )
         parallel = False
         if self.workers > 1 and shareable(self.store):
@@ -595,7 +673,8 @@ class Planner:
             pages = itertools.chain(ahead, pages)
         if parallel:
             with BatchPool(self.batches, self.store, self.workers) as pool:
-                for accounts, counts in pool.written(pages, now, dry_run=dry_run, stop=stop):
+                written = pool.written(pages, now, reviewing, dry_run=dry_run, stop=stop)
+                for accounts, counts in written:
                     report.counts.update(counts)
                     report.accounts += accounts
                     if on_progress is not None:
@@ -606,7 +685,7 @@ class Planner:
             if stop is not None and stop():
                 report.complete = False
                 break
-            result = self.batches.plan_batch(self.store, page, now)
+            result = self.batches.plan_batch(self.store, page, now, reviewing)
             self.batches.write_batch(self.store, result, now, dry_run=dry_run)
             report.counts.update(result.counts)
             report.accounts += result.accounts

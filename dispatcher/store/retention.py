@@ -22,7 +22,15 @@ from dispatcher.domain.account import AccountStatus
 from dispatcher.domain.audit_chain import PURGED
 from dispatcher.domain.retention import NOT_ACTIVITY, RecordKind
 from dispatcher.error import InputError
-from dispatcher.store.sql import ACCOUNT, AUDIT, HOLD, MESSAGE, AuditEntry, SqlStore
+from dispatcher.store.sql import (
+    ACCOUNT,
+    AUDIT,
+    HOLD,
+    MESSAGE,
+    AuditEntry,
+    SqlStore,
+    ask_person_review,
+)
 
 ACTOR = "system:retention"
 PURGED_TEXT = "[purged]"
@@ -163,6 +171,8 @@ def _holds(kind: RecordKind) -> ColumnElement[bool]:
 
 
 def _purge_personal_data(conn: Connection, ids: Sequence[str], now: datetime) -> Purged:
+    # Before the contacts go: the accounts that shared them lose this person's holds.
+    ask_person_review(conn, ids)
     done = conn.execute(
         update(ACCOUNT)
         .where(ACCOUNT.c.account_id.in_(ids))

@@ -65,6 +65,7 @@ FLAG_HOLDS: dict[str, tuple[str, str | None]] = {
 _ACCOUNT_FIELDS = tuple(AccountBase.model_fields)
 _FLAG_COLUMNS = tuple((flag.value, flag) for flag in Flag)  # (column, flag)
 PENDING = (MessageStatus.HELD.value, MessageStatus.QUEUED.value)
+_HELD = MessageStatus.HELD.value
 
 
 def configure_sqlite(engine: Engine, *, busy_timeout_ms: int = 10000) -> None:
@@ -127,6 +128,28 @@ class PlanWrite:
     # Audit rows (AuditEntry.row()): made where the batch is planned, a worker process
     # included, so the writing process only writes.
     audits: list[dict[str, object]] = field(default_factory=list)
+    # Each planned account's next review (docs/PLANNING.md, "Reviews"): account_id, at,
+    # key, and the review_seq read with the account (the review is not recorded if a
+    # change bumped it meanwhile).
+    reviews: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewing:
+    """A plan that looks only at the accounts due for review at ``now`` under the
+    configuration ``key``: never reviewed, review time reached, or reviewed under
+    another configuration (docs/PLANNING.md, "Reviews")."""
+
+    now: datetime
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plannable:
+    """One page's plannable accounts in id order, with the ``review_seq`` read with each."""
+
+    accounts: list[Account]
+    review_seqs: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +289,10 @@ class Claim:
                 .values({c: bindparam(f"new_{c}", type_=MESSAGE.c[c].type) for c in columns})
             )
             self.conn.execute(statement, rows)
+        # A message held at send is re-evaluated by the planner, which must look again.
+        held = {m for m, values in self._settled if values.get("status") == _HELD}
+        if held:
+            ask_review(self.conn, (m.account_id for m in self.messages if m.message_id in held))
         SqlStore._audit(self.conn, self._audits)
         self._settled.clear()
         self._audits.clear()
@@ -287,6 +314,8 @@ class Tracked:
             .where(MESSAGE.c.message_id == self.message["message_id"])
             .values(**values)
         )
+        if values.get("status") == _HELD:  # the planner re-evaluates held messages
+            ask_review(self.conn, [self.message["account_id"]])
 
     def account(self) -> Account | None:
         """The message's account with its holds, read in the same transaction."""
@@ -407,6 +436,9 @@ class SqlStore:
         assignments["cycle"] = case(
             (and_(cured, reopened), ACCOUNT.c.cycle + 1), else_=ACCOUNT.c.cycle
         )
+        # New data: the planner looks at the account again at its next plan.
+        assignments["review_key"] = None
+        assignments["review_seq"] = ACCOUNT.c.review_seq + 1
         stmt = stmt.on_conflict_do_update(index_elements=["account_id"], set_=assignments)
         params = [{**row, "cycle": 1, "created_at": now, "updated_at": now} for row in rows]
         flag_columns = [ACCOUNT.c[name] for name in FLAG_HOLDS]
@@ -414,10 +446,25 @@ class SqlStore:
             before = {
                 r["account_id"]: r
                 for r in conn.execute(
-                    select(ACCOUNT.c.account_id, *flag_columns).where(ACCOUNT.c.account_id.in_(ids))
+                    select(
+                        ACCOUNT.c.account_id, ACCOUNT.c.phone, ACCOUNT.c.email, *flag_columns
+                    ).where(ACCOUNT.c.account_id.in_(ids))
                 ).mappings()
             }
             conn.execute(stmt, params)
+            # A person-scope hold reaches whoever shares the phone or email: an account
+            # whose contacts changed takes its holds from one person to another, so both
+            # persons' accounts are looked at again.
+            moved = [
+                (old[column], row.get(column))
+                for row in rows
+                if (old := before.get(str(row["account_id"]))) is not None
+                for column in ("phone", "email")
+                if old[column] != row.get(column)
+            ]
+            if moved:
+                contacts = {str(value) for pair in moved for value in pair if value}
+                _ask_review_sharing(conn, contacts)
             self._sync_flag_holds(conn, rows, before, now)
             self._audit(conn, audit)
         return len(rows) - len(before), len(before)
@@ -528,6 +575,10 @@ class SqlStore:
             ).inserted_primary_key
             assert inserted is not None
             hold_id = inserted[0]
+            if scope == "person":
+                ask_person_review(conn, [account_id])
+            else:
+                ask_review(conn, [account_id])
             self._audit(
                 conn,
                 [
@@ -563,6 +614,10 @@ class SqlStore:
                 .where(HOLD.c.id == hold_id)
                 .values(lifted_at=now, lifted_by=actor, lift_note=note)
             )
+            if found["scope"] == "person":
+                ask_person_review(conn, [found["account_id"]])
+            else:
+                ask_review(conn, [found["account_id"]])
             self._audit(
                 conn,
                 [
@@ -646,21 +701,25 @@ class SqlStore:
             accounts.append(replace(account, holds=tuple(mine.values())) if mine else account)
         return accounts
 
-    def plannable_batches(self, due_on_or_before: date, batch_size: int) -> Iterator[list[Account]]:
+    def plannable_batches(
+        self, due_on_or_before: date, batch_size: int, reviewing: Reviewing | None = None
+    ) -> Iterator[list[Account]]:
         """Accounts the planner must look at, in id order, ``batch_size`` at a time.
 
         Collectible accounts due by ``due_on_or_before`` (the pre-due window plus a day of
         time-zone margin), and every account with a pending message, since a payment or a
-        new cycle must end those.
+        new cycle must end those; with ``reviewing``, only those due for review.
         """
-        for page in self.plannable_pages(due_on_or_before, batch_size):
-            yield self.plannable_in(due_on_or_before, page)
+        for page in self.plannable_pages(due_on_or_before, batch_size, reviewing):
+            yield self.plannable_in(due_on_or_before, page, reviewing).accounts
 
-    def plannable_pages(self, due_on_or_before: date, batch_size: int) -> Iterator[Page]:
+    def plannable_pages(
+        self, due_on_or_before: date, batch_size: int, reviewing: Reviewing | None = None
+    ) -> Iterator[Page]:
         """The id ranges of :meth:`plannable_batches`, each holding ``batch_size`` plannable
         accounts (the last fewer): cheap to list, so the accounts themselves can be read
         where they are planned (a plan worker's own connection)."""
-        wanted = _plannable(due_on_or_before)
+        wanted = _plannable(due_on_or_before, reviewing)
         after = ""
         while True:
             with self.engine.connect() as conn:
@@ -679,7 +738,9 @@ class SqlStore:
             yield Page(after, ids[-1])
             after = ids[-1]
 
-    def plannable_in(self, due_on_or_before: date, page: Page) -> list[Account]:
+    def plannable_in(
+        self, due_on_or_before: date, page: Page, reviewing: Reviewing | None = None
+    ) -> Plannable:
         """The plannable accounts of ``page`` in id order, each with its active holds."""
         with self.engine.connect() as conn:
             rows = (
@@ -688,19 +749,21 @@ class SqlStore:
                     .where(
                         ACCOUNT.c.account_id > page.after,
                         ACCOUNT.c.account_id <= page.last,
-                        _plannable(due_on_or_before),
+                        _plannable(due_on_or_before, reviewing),
                     )
                     .order_by(ACCOUNT.c.account_id)
                 )
                 .mappings()
                 .all()
             )
-            return self._with_holds(conn, rows)
+            seqs = {r["account_id"]: r["review_seq"] for r in rows}
+            return Plannable(self._with_holds(conn, rows), seqs)
 
-    def count_plannable(self, due_on_or_before: date) -> int:
+    def count_plannable(self, due_on_or_before: date, reviewing: Reviewing | None = None) -> int:
         with self.engine.connect() as conn:
             query = select(func.count()).select_from(ACCOUNT)
-            return int(conn.execute(query.where(_plannable(due_on_or_before))).scalar_one())
+            wanted = _plannable(due_on_or_before, reviewing)
+            return int(conn.execute(query.where(wanted)).scalar_one())
 
     # -- planning -------------------------------------------------------------------------
     def existing_messages(self, account_ids: Sequence[str]) -> dict[str, list[Existing]]:
@@ -843,6 +906,20 @@ class SqlStore:
                 _insert_many(conn, AUDIT.insert(), write.audits)
             elif write.audits:
                 conn.execute(AUDIT.insert(), write.audits)
+            if write.reviews:
+                conn.execute(
+                    update(ACCOUNT)
+                    .where(
+                        ACCOUNT.c.account_id == bindparam("r_account_id"),
+                        # Not if a change (a hold, an import) came after the plan read it.
+                        ACCOUNT.c.review_seq == bindparam("r_seq"),
+                    )
+                    .values(
+                        review_at=bindparam("r_at", type_=ACCOUNT.c.review_at.type),
+                        review_key=bindparam("r_key"),
+                    ),
+                    [{f"r_{k}": v for k, v in row.items()} for row in write.reviews],
+                )
 
     # -- sending --------------------------------------------------------------------------
     @contextmanager
@@ -1012,6 +1089,7 @@ class SqlStore:
         if not placed:
             return
         conn.execute(HOLD.insert(), placed)
+        ask_review(conn, (str(p["account_id"]) for p in placed))
         self._audit(
             conn,
             [
@@ -1215,6 +1293,9 @@ class SqlStore:
                         lift_note="hold period ended",
                     )
                 )
+            # The policy stopped counting each at its end already (a review was due then);
+            # this is only in case a hold's end was moved.
+            ask_person_review(conn, [h["account_id"] for h in ended])
             self._audit(
                 conn,
                 [
@@ -1454,6 +1535,7 @@ class SqlStore:
                     .returning(HOLD.c.id)
                 ).scalar_one()
                 placed.append((account_id, int(hold_id)))
+            ask_person_review(conn, [a for a, _ in placed])
             detail = {"reason": reason, "channel": channel, "scope": scope, "source": source}
             self._audit(
                 conn, [*audit, *_hold_entries("hold_added", actor, now, placed, detail, note)]
@@ -1481,6 +1563,7 @@ class SqlStore:
                     .where(HOLD.c.id.in_([h for _, h in found]))
                     .values(lifted_at=now, lifted_by=actor, lift_note=note)
                 )
+                ask_person_review(conn, [a for a, _ in found])
             detail = {"reason": reason, "source": source}
             self._audit(
                 conn, [*audit, *_hold_entries("hold_lifted", actor, now, found, detail, note)]
@@ -1496,6 +1579,52 @@ class SqlStore:
         rows = [entry.row() for entry in entries]
         if rows:
             conn.execute(AUDIT.insert(), rows)
+
+
+# IN lists of at most this many values: far below every database's parameter limit.
+_CHUNK = 2000
+
+
+def ask_review(conn: Connection, account_ids: Iterable[str]) -> None:
+    """Ask the planner to look at these accounts at its next plan: their data, holds or
+    messages changed in a way that can alter their plan (docs/PLANNING.md, "Reviews").
+
+    Bumping ``review_seq`` also keeps a plan that read an account before this change from
+    recording a review made on the old data."""
+    ids = sorted(set(account_ids))
+    for start in range(0, len(ids), _CHUNK):
+        conn.execute(
+            update(ACCOUNT)
+            .where(ACCOUNT.c.account_id.in_(ids[start : start + _CHUNK]))
+            .values(review_key=None, review_seq=ACCOUNT.c.review_seq + 1)
+        )
+
+
+def ask_person_review(conn: Connection, account_ids: Iterable[str]) -> None:
+    """:func:`ask_review` for these accounts and every account sharing a phone or email
+    with one of them: a hold on one (person-scope, or one of unknown scope) reaches those."""
+    ids = sorted(set(account_ids))
+    contacts: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        for phone, email in conn.execute(
+            select(ACCOUNT.c.phone, ACCOUNT.c.email).where(
+                ACCOUNT.c.account_id.in_(ids[start : start + _CHUNK])
+            )
+        ):
+            contacts.update(c for c in (phone, email) if c)
+    ask_review(conn, ids)
+    _ask_review_sharing(conn, contacts)
+
+
+def _ask_review_sharing(conn: Connection, contacts: Collection[str]) -> None:
+    """:func:`ask_review` for every account whose phone or email is one of ``contacts``."""
+    values = sorted(contacts)
+    bump = {"review_key": None, "review_seq": ACCOUNT.c.review_seq + 1}
+    for start in range(0, len(values), _CHUNK):
+        chunk = values[start : start + _CHUNK]
+        # One indexed statement per column (an OR would scan the table).
+        conn.execute(update(ACCOUNT).where(ACCOUNT.c.phone.in_(chunk)).values(bump))
+        conn.execute(update(ACCOUNT).where(ACCOUNT.c.email.in_(chunk)).values(bump))
 
 
 def _sharing(conn: Connection, accounts: Sequence[Account]) -> Iterator[tuple[str, str]]:
@@ -1580,9 +1709,11 @@ def _phone_holds(phone: str, reason: str, source: str) -> Any:
     )
 
 
-def _plannable(due_on_or_before: date) -> ColumnElement[bool]:
+def _plannable(due_on_or_before: date, reviewing: Reviewing | None = None) -> ColumnElement[bool]:
     """Accounts the planner must look at: collectible and due by ``due_on_or_before``, or
-    holding a pending message (a payment or a new cycle must end those).
+    holding a pending message (a payment or a new cycle must end those); with
+    ``reviewing``, only those due for review (tested first: it is the cheap test that
+    leaves out most accounts of a re-plan).
 
     The pending test is a correlated EXISTS, probed through ``ix_message_account`` per
     account: as ``IN (SELECT ...)`` SQLite rebuilt the set of every pending message's
@@ -1594,7 +1725,7 @@ def _plannable(due_on_or_before: date) -> ColumnElement[bool]:
         .where(MESSAGE.c.account_id == ACCOUNT.c.account_id, MESSAGE.c.status.in_(PENDING))
         .exists()
     )
-    return or_(
+    wanted = or_(
         and_(
             ACCOUNT.c.status == AccountStatus.OPEN.value,
             ACCOUNT.c.balance_minor > 0,
@@ -1602,6 +1733,15 @@ def _plannable(due_on_or_before: date) -> ColumnElement[bool]:
         ),
         pending,
     )
+    if reviewing is None:
+        return wanted
+    # A change forgets the key (review_key NULL): looked at whatever review_at says. A
+    # NULL review_at under the right key: nothing but a change can alter the plan.
+    due = or_(
+        ACCOUNT.c.review_key.is_distinct_from(reviewing.key),
+        ACCOUNT.c.review_at <= reviewing.now,
+    )
+    return and_(due, wanted)
 
 
 def to_account(row: RowMapping | Mapping[str, Any]) -> Account:

@@ -54,6 +54,14 @@ class AccountRow(AccountBase, table=True):
     legal_hold: bool = False
     legal_hold_note: str | None = None
     purged_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    # Incremental planning (docs/PLANNING.md, "Reviews"): the planner looks at the account
+    # again from ``review_at`` on (NULL: only after a change), and at once when its
+    # configuration is not ``review_key``. Every change that can alter the account's plan
+    # clears ``review_key`` and bumps ``review_seq``; a plan records its review only if
+    # ``review_seq`` is still what it read with the account.
+    review_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime))
+    review_key: str | None = None
+    review_seq: int = 0
 
 
 class MessageRow(SQLModel, table=True):

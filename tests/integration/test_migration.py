@@ -28,7 +28,10 @@ APP_TABLES = {"account", "message", "audit", "hold"}
 # declare them, a database adopted at 0001 gets them from those migrations.
 ADDED_SINCE_INITIAL: dict[str, tuple[set[str], set[str]]] = {
     "audit": ({"seq", "prev_hash", "hash", "detail_sha256"}, {"ix_audit_seq"}),  # 0007 audit chain
-    "account": ({"legal_hold", "legal_hold_note", "purged_at"}, set()),  # 0008 retention
+    "account": (  # 0008 retention, 0010 reviews
+        {"legal_hold", "legal_hold_note", "purged_at", "review_at", "review_key", "review_seq"},
+        set(),
+    ),
     "message": (  # 0003 delivery status
         {"delivery_status", "delivery_error", "delivery_updated_at"},
         {"ix_message_provider"},
