@@ -52,17 +52,21 @@ def simulate(
     days: int,
     tick: timedelta = timedelta(hours=1),
     on_tick: Callable[[datetime], None] | None = None,
+    *,
+    every: bool = False,
 ) -> Simulation:
     """Plan and send at every tick in [start, start + days); report what happened.
 
-    ``on_tick`` is told each simulated instant once it is done (progress for long runs).
+    ``on_tick`` is told each simulated instant once it is done (progress for long runs,
+    or changes made between ticks); ``every`` plans every account at every tick instead
+    of those due for review (the same outcome, as tests/integration/test_review.py shows).
     """
     end = start + timedelta(days=days)
     before = _states(app)
     planner, sender = app.planner(start), app.sender()
     now = start
     while now < end:
-        planner.plan(now)
+        planner.plan(now, every=every)
         asyncio.run(sender.send(now))
         if on_tick is not None:
             on_tick(now)
