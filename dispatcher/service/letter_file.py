@@ -13,8 +13,8 @@ shown, not a bare "not found":
   behind, so something outside dispatcher moved or deleted it (a folder cleaned, a disk
   restored without it);
 * **outside**: the path recorded is not a PDF inside the folders configured now (they
-  were changed, or the row was edited): never served, whatever is there (rule HR-30 keeps
-  personal data to what we wrote).
+  were changed, or the row was edited): never served, whatever is there (a path in the
+  database is never trusted to point anywhere else).
 
 Only the file's name is shown and logged, never its folders: the collector needs the
 message and the name to ask for it; the server's layout is not theirs to see.
