@@ -49,6 +49,13 @@ class MessageStatus(StrEnum):
 WENT_OUT: tuple[MessageStatus, ...] = (MessageStatus.SENT, MessageStatus.HANDED_TO_PRINT)
 """The statuses of a message that went out; cap and idempotency checks count these."""
 
+NOT_DELIVERED = frozenset({"failed", "undelivered"})
+"""Delivery statuses a provider reports (Twilio's status callbacks, docs/DELIVERY.md) for a
+message it was handed but could not bring to the handset: ``undelivered`` (the carrier
+refused or could not deliver it) and ``failed`` (it could not be sent on). The message
+stays ``sent`` (we did hand it over); for ops it never reached the customer. Twilio's
+``canceled`` is left out: it only ends a message scheduled at Twilio, which we never do."""
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class MessageKey:

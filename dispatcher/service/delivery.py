@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dispatcher.clock import Clock
-from dispatcher.domain.message import MessageStatus
+from dispatcher.domain.message import NOT_DELIVERED, MessageStatus
 from dispatcher.domain.policy import HoldReason, hold_because
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.domain.validity import RULE_ID
@@ -43,7 +43,6 @@ RANK: dict[str, int] = {
     "delivered": 4,
     "read": 5,
 }
-NOT_DELIVERED = frozenset({"failed", "undelivered"})
 # Twilio error 30036: "Validity Period Expired" (the message was dropped, never delivered).
 VALIDITY_EXPIRED = "30036"
 REQUEUE_REASON = "validity_expired"

@@ -13,12 +13,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from dispatcher.domain.message import WENT_OUT, MessageStatus
+from dispatcher.domain.message import NOT_DELIVERED, WENT_OUT, MessageStatus
 from dispatcher.error import InputError
 from dispatcher.store.sql import AUDIT, MESSAGE, AuditEntry, SqlStore
 
@@ -39,9 +40,31 @@ class RunCountRow:
     held: int
 
 
+class FailureKind(StrEnum):
+    """Why a message is on the ops failures list."""
+
+    FAILED = "failed"  # we gave up on it (permanent answer, or attempts exhausted)
+    UNDELIVERED = "undelivered"  # handed over, then the provider reported it undelivered
+
+    @property
+    def label(self) -> str:
+        """How the ops page names the kind."""
+        if self is FailureKind.UNDELIVERED:
+            return "undelivered (reported by the provider)"
+        return "failed"
+
+
 @dataclass(frozen=True, slots=True)
 class FailedMessage:
-    """A message that failed for good, with what the provider said."""
+    """A message that did not reach the customer, with what the provider said.
+
+    ``kind`` tells the two apart: ``failed`` (status ``failed``: ``failed_at`` is when we
+    gave up, ``code`` the one the sender recorded) or ``undelivered`` (status still
+    ``sent``, a provider status callback said ``undelivered``/``failed``: ``failed_at`` is
+    when that report was recorded, ``code`` the provider's error code from it,
+    ``delivery_status`` its word, ``last_error`` empty: an earlier retried error of the
+    hand-over says nothing about why it was not delivered).
+    """
 
     message_id: str
     account_id: str
@@ -51,8 +74,17 @@ class FailedMessage:
     attempts: int
     failed_at: datetime
     last_error: str | None
-    code: str | None  # the provider's own code, from the audit record of the failure
+    code: str | None  # the provider's own code (see the class doc for where it comes from)
     hold_reason: str | None
+    kind: FailureKind = FailureKind.FAILED
+    delivery_status: str | None = None  # the provider's last word on delivery, if any
+    sent_at: datetime | None = None  # when it was handed over, if it was
+
+    @property
+    def retryable(self) -> bool:
+        """Only a ``failed`` message is queued again by hand (HR-40): an undelivered one
+        went out, counts against the caps, and is not ours to send twice from here."""
+        return self.kind is FailureKind.FAILED
 
 
 def _aware(value: Any) -> datetime:
@@ -103,29 +135,48 @@ class OpsStore:
         )
 
     def failures(self, start: datetime, end: datetime, limit: int = 200) -> list[FailedMessage]:
-        """Messages that failed for good in ``[start, end)``, newest first, with the
-        provider's code as the sender recorded it (the ``message_failed`` audit record)."""
+        """Messages that did not reach the customer in ``[start, end)``, newest first, at
+        most ``limit``: those that failed for good (when we gave up; the provider's code as
+        the sender recorded it, in the ``message_failed`` audit record) and those handed
+        over that the provider later reported undelivered (when the report came; its error
+        code). A message is one or the other: a re-queued or failed one is no longer
+        ``sent``, so it is never listed twice."""
         m = MESSAGE.c
-        query = (
-            select(
-                m.message_id,
-                m.account_id,
-                m.stage,
-                m.step,
-                m.channel,
-                m.attempts,
-                m.updated_at,
-                m.last_error,
-                m.hold_reason,
-            )
+        columns = (
+            m.message_id,
+            m.account_id,
+            m.stage,
+            m.step,
+            m.channel,
+            m.attempts,
+            m.last_error,
+            m.hold_reason,
+            m.sent_at,
+        )
+        failed = (
+            select(*columns, m.updated_at.label("at"))
             .where(m.status == MessageStatus.FAILED.value, _between(m.updated_at, start, end))
             .order_by(m.updated_at.desc(), m.message_id)
             .limit(limit)
         )
+        # The status filter goes first: ix_message_due starts with it. Every ``sent`` row
+        # of the table is still read (no index on the delivery columns), one pass like the
+        # day's counts above.
+        undelivered = (
+            select(*columns, m.delivery_updated_at.label("at"), m.delivery_status, m.delivery_error)
+            .where(
+                m.status.in_([s.value for s in WENT_OUT]),
+                m.delivery_status.in_(sorted(NOT_DELIVERED)),
+                _between(m.delivery_updated_at, start, end),
+            )
+            .order_by(m.delivery_updated_at.desc(), m.message_id)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-            codes = self._failure_codes(conn, [r["message_id"] for r in rows])
-        return [
+            failed_rows = conn.execute(failed).mappings().all()
+            undelivered_rows = conn.execute(undelivered).mappings().all()
+            codes = self._failure_codes(conn, [r["message_id"] for r in failed_rows])
+        found = [
             FailedMessage(
                 message_id=r["message_id"],
                 account_id=r["account_id"],
@@ -133,13 +184,35 @@ class OpsStore:
                 step=r["step"],
                 channel=r["channel"],
                 attempts=int(r["attempts"]),
-                failed_at=r["updated_at"],
+                failed_at=r["at"],
                 last_error=r["last_error"],
                 code=codes.get(r["message_id"]),
                 hold_reason=r["hold_reason"],
+                sent_at=r["sent_at"],
             )
-            for r in rows
+            for r in failed_rows
         ]
+        found += [
+            FailedMessage(
+                message_id=r["message_id"],
+                account_id=r["account_id"],
+                stage=r["stage"],
+                step=r["step"],
+                channel=r["channel"],
+                attempts=int(r["attempts"]),
+                failed_at=r["at"],
+                last_error=None,
+                code=r["delivery_error"],
+                hold_reason=r["hold_reason"],
+                kind=FailureKind.UNDELIVERED,
+                delivery_status=r["delivery_status"],
+                sent_at=r["sent_at"],
+            )
+            for r in undelivered_rows
+        ]
+        found.sort(key=lambda f: f.message_id)
+        found.sort(key=lambda f: f.failed_at, reverse=True)
+        return found[:limit]
 
     @staticmethod
     def _failure_codes(conn: Any, message_ids: Sequence[str]) -> dict[str, str | None]:

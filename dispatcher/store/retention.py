@@ -9,6 +9,7 @@ not activity either: the import rewrites every row it reads, whatever changed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,6 +96,27 @@ class RetentionStore:
                     )
                 ],
             )
+
+    def purges_of(self, account_id: str, kind: RecordKind) -> list[datetime]:
+        """When records of ``kind`` of this account were purged, oldest first: what is left
+        to say about a record that is gone (its ``account_purged`` records keep their
+        detail, which names the kind; the audit-detail purge spares them)."""
+        query = (
+            select(AUDIT.c.at, AUDIT.c.detail)
+            .where(AUDIT.c.account_id == account_id, AUDIT.c.event == "account_purged")
+            .order_by(AUDIT.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found = []
+        for at, detail in rows:
+            try:
+                named = json.loads(detail).get("kind")
+            except (ValueError, AttributeError):
+                continue  # not ours to read: say nothing rather than guess
+            if named == kind.value:
+                found.append(at)
+        return found
 
     # -- purges -----------------------------------------------------------------------
     def purge(self, kind: RecordKind, ids: Sequence[str], now: datetime) -> Purged:

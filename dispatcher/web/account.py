@@ -8,12 +8,14 @@ the same checks and store as ``dispatcher hold add`` (dispatcher/service/hold.py
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import structlog
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import RowMapping
@@ -23,6 +25,7 @@ from dispatcher.bootstrap import App
 from dispatcher.domain.access import Role
 from dispatcher.domain.money import from_minor
 from dispatcher.domain.policy import PLACEABLE
+from dispatcher.domain.retention import RecordKind
 from dispatcher.domain.search import search_terms
 from dispatcher.domain.staging import days_past_due
 from dispatcher.domain.strategy import ChannelKind
@@ -30,10 +33,13 @@ from dispatcher.error import InputError
 from dispatcher.service import explainer
 from dispatcher.service.history import History, account_history
 from dispatcher.service.hold import place_hold
+from dispatcher.service.letter_file import LetterFile, LetterFileState, letter_file
 from dispatcher.store.sql import AuditEntry
 from dispatcher.web.auth import require, service_of
 from dispatcher.web.page import render
 from dispatcher.web.session import Visitor, client_of
+
+log = structlog.get_logger("dispatcher.web")
 
 COLLECTOR = require(Role.COLLECTOR)
 PDF = "application/pdf"
@@ -53,17 +59,26 @@ class Moment:
     trail: list[RowMapping]
 
 
-def _letter_path(app: App, row: RowMapping) -> Path | None:
-    """The letter's PDF on disk, only inside the directories our sinks write to (a path
-    in the database is never trusted to point anywhere else)."""
-    if row["channel"] != ChannelKind.LETTER.value or not row["artifact_path"]:
-        return None
-    path = Path(row["artifact_path"]).resolve()
+def _letter_roots(app: App) -> list[Path]:
+    """The folders our letter sinks write to: the only places a letter is served from."""
     settings = app.settings
-    roots = [settings.sinks.directory, settings.print_drop.directory]
-    roots.append(settings.print_drop.work_directory)
-    inside = any(path.is_relative_to(Path(root).resolve()) for root in roots)
-    return path if inside and path.suffix == ".pdf" and path.is_file() else None
+    return [
+        settings.sinks.directory,
+        settings.print_drop.directory,
+        settings.print_drop.work_directory,
+    ]
+
+
+def _letters(app: App, account_id: str, rows: Iterable[RowMapping]) -> dict[str, LetterFile]:
+    """The PDF of each letter message in ``rows``, or what became of it."""
+    letters = [r for r in rows if r["channel"] == ChannelKind.LETTER.value]
+    if not letters:
+        return {}
+    # Only a letter without a recorded path can have been purged: ask only then.
+    unrecorded = any(not r["artifact_path"] for r in letters)
+    purges = app.retention.purges_of(account_id, RecordKind.MESSAGE_CONTENT) if unrecorded else []
+    roots = _letter_roots(app)
+    return {str(r["message_id"]): letter_file(r, roots, purges) for r in letters}
 
 
 def _timeline(story: History) -> list[Moment]:
@@ -150,7 +165,7 @@ def account_router() -> APIRouter:
         dpd = days_past_due(account.due_date, account.timezone, now)
         stage = app.strategy.stage_for(dpd) if account.collectible else None
         why = explainer.explain(app.store, app.strategy, app.timing, account_id, now)
-        letters = {m["message_id"] for m in story.messages if _letter_path(app, m) is not None}
+        letters = _letters(app, account_id, story.messages)
         context = {
             "story": story,
             "account": account,
@@ -190,9 +205,23 @@ def account_router() -> APIRouter:
             (m for m in app.store.messages_of(account_id) if m["message_id"] == message_id),
             None,
         )
-        path = _letter_path(app, row) if row is not None else None
-        if path is None:
-            raise NotFound(f"{account_id}/{message_id}")
+        letter = _letters(app, account_id, [row]).get(message_id) if row is not None else None
+        if letter is None or letter.state is LetterFileState.NONE:
+            raise NotFound(
+                f"letter {message_id} of account {account_id}"
+                + (f": {letter.explanation}" if letter is not None else "")
+            )
+        if letter.gone:
+            # No personal data: the message id names the letter, the state says what is wrong.
+            log.warning(
+                "letter_file_gone",
+                message_id=message_id,
+                state=letter.state.value,
+                file_name=letter.file_name,
+            )
+            return render(request, "letter_gone.html", visitor, {"letter": letter}, status_code=410)
+        path = letter.path
+        assert path is not None  # on disk
         audit(
             app,
             AuditEntry(

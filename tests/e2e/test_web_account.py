@@ -1,14 +1,37 @@
-"""The collector's pages in a real browser: search, the account's history, letters, holds;
-every look audited (HR-30), every customer value inert (HR-35), typed SQL harmless."""
+"""The collector's pages in a real browser: search, the account's history, letters (and what
+became of a letter whose PDF is gone), holds; every look audited (HR-30), every customer
+value inert (HR-35), typed SQL harmless."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 from playwright.sync_api import Page
+from sqlalchemy.engine import RowMapping
+from structlog.testing import capture_logs
 
-from tests.e2e.web import XSS_NAME, Served, audit_events, log_in, screenshot, submit
+from dispatcher.bootstrap import App
+from dispatcher.domain.retention import RecordKind
+from dispatcher.service import retention
+from dispatcher.service.importer import import_accounts
+from tests.conftest import write_csv
+from tests.e2e.web import (
+    ACCOUNTS,
+    NOW,
+    XSS_NAME,
+    Served,
+    audit_events,
+    log_in,
+    screenshot,
+    seeded,
+    served,
+    submit,
+)
 
 
 def search(page: Page, web: Served, query: str) -> None:
@@ -153,3 +176,95 @@ def test_an_unknown_account_or_letter_is_404(web: Served, page: Page) -> None:
     for path in ("/accounts/NOPE-1", "/accounts/E-200/letters/deadbeef.pdf"):
         answer = page.goto(web.url(path))
         assert answer is not None and answer.status == 404, path
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[Served]:
+    """A seeded server of the test's own: these stories remove letter files."""
+    app = seeded(tmp_path)
+    with served(app) as server:
+        yield server
+    app.store.engine.dispose()
+
+
+def the_letter(app: App) -> RowMapping:
+    [letter] = [m for m in app.store.messages_of("L-100") if m["channel"] == "letter"]
+    assert letter["status"] == "sent" and letter["artifact_path"]
+    return letter
+
+
+def test_a_letter_whose_pdf_left_the_disk_says_so_with_410_naming_the_file(
+    own: Served, page: Page
+) -> None:
+    letter = the_letter(own.app)
+    recorded = Path(str(letter["artifact_path"]))
+    recorded.unlink()  # the letter folder was cleaned by someone
+    log_in(page, own, "colin")
+    page.goto(own.url("/accounts/L-100"))
+    assert page.locator("a.letter").count() == 0
+    gone = page.locator("a.letter-gone")
+    assert (gone.get_attribute("data-state"), gone.inner_text()) == (
+        "missing",
+        "letter PDF no longer on disk",
+    )
+    viewed = len(audit_events(own.app, "letter_viewed"))
+
+    with capture_logs() as logs:
+        answer = page.goto(own.url(f"/accounts/L-100/letters/{letter['message_id']}.pdf"))
+    assert answer is not None and answer.status == 410
+    screenshot(page, "letter-gone")
+    why = page.locator("[data-testid=why]")
+    assert why.get_attribute("data-state") == "missing"
+    assert "no longer on disk" in why.inner_text()
+    assert "retention did not remove it" in why.inner_text()
+    assert page.locator("[data-testid=message]").inner_text() == letter["message_id"]
+    assert page.locator("[data-testid=file]").inner_text() == recorded.name
+    assert "was produced and went out (sent, 2026-06-10 15:00 UTC)" in page.inner_text("main")
+    assert str(recorded.parent) not in page.content()  # the name, never the server's folders
+    # Nothing was shown, so nothing is recorded as viewed; ops read why in the log.
+    assert len(audit_events(own.app, "letter_viewed")) == viewed
+    [logged] = [entry for entry in logs if entry["event"] == "letter_file_gone"]
+    assert logged == {
+        "event": "letter_file_gone",
+        "log_level": "warning",
+        "message_id": letter["message_id"],
+        "state": "missing",
+        "file_name": recorded.name,
+    }
+    # A letter that is not there at all is still a plain 404.
+    answer = page.goto(own.url("/accounts/L-100/letters/deadbeef.pdf"))
+    assert answer is not None and answer.status == 404
+
+
+def test_a_letter_purged_under_retention_says_when_with_410(
+    own: Served, page: Page, tmp_path: Path
+) -> None:
+    letter = the_letter(own.app)
+    recorded = Path(str(letter["artifact_path"]))
+    # Paid; three years and a day of no activity later the retention purge runs.
+    closed = [{**r, "status": "paid"} for r in ACCOUNTS if r["account_id"] == "L-100"]
+    import_accounts(
+        own.app.store,
+        write_csv(tmp_path / "paid.csv", closed),
+        now=NOW,
+        default_timezone="America/New_York",
+        default_region="US",
+    )
+    at = NOW + timedelta(days=1096 + 30)
+    report = retention.purge(own.app.retention, own.app.audit_chain, own.app.retention_policy, at)
+    assert report.kinds[RecordKind.MESSAGE_CONTENT].accounts == 1 and report.files_removed >= 1
+    assert not recorded.exists()
+
+    log_in(page, own, "colin")
+    page.goto(own.url("/accounts/L-100"))
+    gone = page.locator("a.letter-gone")
+    assert (gone.get_attribute("data-state"), gone.inner_text()) == (
+        "purged",
+        "letter PDF purged under retention",
+    )
+    answer = page.goto(own.url(f"/accounts/L-100/letters/{letter['message_id']}.pdf"))
+    assert answer is not None and answer.status == 410
+    why = page.locator("[data-testid=why]")
+    assert why.get_attribute("data-state") == "purged"
+    assert f"purged under retention on {at:%Y-%m-%d} (rule RETENTION.purge)" in why.inner_text()
+    assert page.locator("[data-testid=file]").count() == 0  # the purge cleared the path too

@@ -12,17 +12,19 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from dispatcher.bootstrap import bootstrap
 from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import PermanentDelivery
 from dispatcher.service import ops
+from dispatcher.service.delivery import StatusReport, record_status
 from dispatcher.service.export import AUDIT_EXPORT_FIELDS, EXPORT_FIELDS
 from dispatcher.service.importer import import_accounts
 from dispatcher.store.sql import MESSAGE
@@ -186,6 +188,29 @@ def test_a_compliance_form_without_its_csrf_token_is_refused(desk: Served, page:
 def test_ops_sees_the_run_counts_and_a_retry_sends_the_failed_message_again(
     desk: Served, page: Page
 ) -> None:
+    # One SMS that went out is reported undelivered by the provider (as the status webhook
+    # records it): the page lists it beside the failure, marked, without a Retry button.
+    # The in-memory channels number their ids per channel (an email may also be "mem-1"):
+    # give the SMS a SID of its own, as Twilio would have.
+    undelivered = next(
+        m
+        for m in desk.app.store.iter_messages()
+        if m["channel"] == "sms" and m["status"] == "sent" and m["delivery_status"] is None
+    )
+    sid = "SM" + "0" * 30 + "e2"
+    with desk.app.store.engine.begin() as conn:
+        conn.execute(
+            update(MESSAGE)
+            .where(MESSAGE.c.message_id == undelivered["message_id"])
+            .values(provider_message_id=sid)
+        )
+    record_status(
+        desk.app.store,
+        desk.app.timing,
+        StatusReport(sid, "undelivered", "30003"),
+        NOW + timedelta(minutes=10),
+        max_attempts=5,
+    )
     log_in(page, desk, "olive")
     submit(page, "text=Today's run")
     zone = ops.zone_of(desk.app.settings.default_timezone)
@@ -194,7 +219,19 @@ def test_ops_sees_the_run_counts_and_a_retry_sends_the_failed_message_again(
     for status, n in run.totals.items():
         assert total.locator(f"[data-status={status}]").inner_text() == str(n)
     assert run.totals["failed"] == 1 and run.totals["sent"] >= 1 and run.totals["held"] >= 1
-    failure = page.locator("[data-testid=failures] tr[data-message]")
+    rows = page.locator("[data-testid=failures] tr[data-message]")
+    assert [rows.nth(i).get_attribute("data-kind") for i in range(rows.count())] == [
+        "undelivered",  # reported at 11:10, after the failure at 11:00: newest first
+        "failed",
+    ]
+    reported = page.locator("[data-testid=failures] tr[data-kind=undelivered]")
+    assert reported.get_attribute("data-message") == undelivered["message_id"]
+    assert reported.locator("[data-testid=kind]").inner_text() == (
+        "undelivered (reported by the provider)"
+    )
+    assert reported.locator("[data-testid=code]").inner_text() == "30003"
+    assert reported.locator("button").count() == 0
+    failure = page.locator("[data-testid=failures] tr[data-kind=failed]")
     assert failure.count() == 1
     assert failure.locator("[data-testid=code]").inner_text() == "30007"
     assert "carrier blocked" in failure.inner_text()
@@ -207,7 +244,8 @@ def test_ops_sees_the_run_counts_and_a_retry_sends_the_failed_message_again(
     with page.expect_navigation():
         failure.locator("button").click()
     assert "queued again" in page.locator("[data-testid=done]").inner_text()
-    assert page.locator("[data-testid=failures] tr[data-message]").count() == 0
+    assert page.locator("[data-testid=failures] tr[data-kind=failed]").count() == 0
+    assert page.locator("[data-testid=failures] tr[data-kind=undelivered]").count() == 1
     screenshot(page, "ops-retried")
     with desk.app.store.engine.connect() as conn:
         status = conn.execute(

@@ -19,8 +19,9 @@ from dispatcher.channel.memory import MemoryChannel
 from dispatcher.domain.strategy import ChannelKind
 from dispatcher.error import InputError, PermanentDelivery
 from dispatcher.service import ops
+from dispatcher.service.delivery import StatusReport, record_status
 from dispatcher.service.export import AUDIT_EXPORT_FIELDS, EXPORT_FIELDS, audit_lines, message_lines
-from dispatcher.store.ops import REQUEUED_EVENT
+from dispatcher.store.ops import REQUEUED_EVENT, FailureKind
 from dispatcher.store.sql import AUDIT, MESSAGE, AuditEntry
 from tests.integration.test_pipeline import NOW, days_ago, load, messages, row
 
@@ -75,6 +76,89 @@ def test_the_day_run_counts_by_stage_channel_and_reason(
     after = ops.day_run(app.store, app.ops, TODAY + timedelta(days=1), NEW_YORK, NOW)
     assert (after.totals["planned"], after.totals["sent"], after.totals["failed"]) == (0, 0, 0)
     assert after.totals["held"] == 1  # held now, and decided before that day ended
+
+
+def test_a_message_the_provider_reported_undelivered_is_a_failure_in_time_order(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    """Handed over (status ``sent``), then Twilio's callback says ``undelivered``: it did
+    not reach the customer, so ops see it beside the failures, marked as such, at the time
+    of the report, with the provider's code; it goes off the list when a later report says
+    it was delivered after all."""
+    run_day(app, tmp_path, channels)
+    [failed] = messages(app, status="failed")
+    [sent] = messages(app, status="sent", channel="sms")
+    reported = NOW + timedelta(minutes=20)
+    outcome = record_status(
+        app.store,
+        app.timing,
+        StatusReport(str(sent["provider_message_id"]), "undelivered", "30003"),
+        reported,
+        max_attempts=5,
+    )
+    assert outcome.changed and outcome.requeued_for is None
+    [again] = messages(app, message_id=sent["message_id"])
+    assert again["status"] == "sent"  # what we did stays recorded: we handed it over
+
+    run = ops.day_run(app.store, app.ops, TODAY, NEW_YORK, reported)
+    assert [(f.message_id, f.kind) for f in run.failures] == [
+        (sent["message_id"], FailureKind.UNDELIVERED),  # newest first: the report, 11:20
+        (failed["message_id"], FailureKind.FAILED),  # failed at the send, 11:00
+    ]
+    undelivered, gave_up = run.failures
+    assert undelivered.kind.label == "undelivered (reported by the provider)"
+    assert (undelivered.code, undelivered.delivery_status) == ("30003", "undelivered")
+    assert (undelivered.failed_at, undelivered.sent_at) == (reported, NOW)
+    assert undelivered.last_error is None and not undelivered.retryable
+    assert (undelivered.channel, undelivered.account_id) == ("sms", sent["account_id"])
+    assert (gave_up.code, gave_up.kind.label, gave_up.retryable) == ("30007", "failed", True)
+    # The counts are what we did: it was sent, and is still counted so.
+    assert run.totals["sent"] == 1 and run.totals["failed"] == 1
+    # The local day of the report, not of the hand-over, holds it.
+    assert not ops.day_run(app.store, app.ops, TODAY - timedelta(days=1), NEW_YORK, NOW).failures
+
+    # The failed one is retried and fails again after the report: now it is the newest.
+    retried = NOW + timedelta(minutes=30)
+    ops.retry_failed(app.ops, str(failed["message_id"]), actor="olga", note="x", now=retried)
+    channels[ChannelKind.SMS].fail_next(PermanentDelivery("still blocked", code="30008"))
+    asyncio.run(app.sender().send(retried))
+    run = ops.day_run(app.store, app.ops, TODAY, NEW_YORK, retried)
+    assert [(f.message_id, f.code, f.failed_at) for f in run.failures] == [
+        (failed["message_id"], "30008", retried),
+        (sent["message_id"], "30003", reported),
+    ]
+    # An undelivered message is never queued again by hand: it went out (HR-40).
+    with pytest.raises(InputError, match="is sent, not failed"):
+        ops.retry_failed(app.ops, str(sent["message_id"]), actor="olga", note="x", now=retried)
+
+    # Delivered after all (reports come out of order): off the list.
+    record_status(
+        app.store,
+        app.timing,
+        StatusReport(str(sent["provider_message_id"]), "delivered"),
+        retried + timedelta(minutes=1),
+        max_attempts=5,
+    )
+    run = ops.day_run(app.store, app.ops, TODAY, NEW_YORK, retried)
+    assert [f.message_id for f in run.failures] == [failed["message_id"]]
+
+
+def test_the_failures_list_keeps_its_limit_across_both_kinds(
+    app: App, tmp_path: Path, channels: dict[ChannelKind, MemoryChannel]
+) -> None:
+    run_day(app, tmp_path, channels)
+    [sent] = messages(app, status="sent", channel="sms")
+    report = StatusReport(str(sent["provider_message_id"]), "failed", "30005")
+    record_status(app.store, app.timing, report, NOW + timedelta(minutes=5), max_attempts=5)
+    start, end = ops.day_bounds(TODAY, NEW_YORK)
+    [newest] = app.ops.failures(start, end, limit=1)
+    assert (newest.message_id, newest.kind, newest.delivery_status, newest.code) == (
+        sent["message_id"],
+        FailureKind.UNDELIVERED,
+        "failed",
+        "30005",
+    )
+    assert len(app.ops.failures(start, end)) == 2
 
 
 def test_the_outbox_depth_says_what_is_due_in_flight_later_and_held(

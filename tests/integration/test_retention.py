@@ -145,3 +145,20 @@ def test_letter_files_of_purged_accounts_are_removed(app: App, tmp_path: Path) -
 
     assert report.files_removed == len(letters)
     assert not any(path.exists() for path in letters)
+
+
+def test_when_message_content_was_purged_stays_known_after_the_audit_details_go(
+    app: App, tmp_path: Path
+) -> None:
+    """The collector's letter page says "purged under retention on ..." from this: the
+    purge's own records keep their detail when every other detail is purged."""
+    last = paid_after_a_campaign(app, tmp_path)
+    assert app.retention.purges_of("R-1", RecordKind.MESSAGE_CONTENT) == []
+    at = last + THREE_YEARS + timedelta(days=1)
+    report = purge(app, at)
+    assert report.kinds[RecordKind.AUDIT_DETAIL].audit_records > 0  # details did go
+    assert app.retention.purges_of("R-1", RecordKind.MESSAGE_CONTENT) == [at]
+    assert app.retention.purges_of("R-1", RecordKind.PERSONAL_DATA) == [at]
+    assert app.retention.purges_of("NOPE", RecordKind.MESSAGE_CONTENT) == []
+    purge(app, at + timedelta(days=1))  # nothing left to purge: no second record
+    assert app.retention.purges_of("R-1", RecordKind.MESSAGE_CONTENT) == [at]
