@@ -5,6 +5,12 @@ from __future__ import annotations
 import csv
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dispatcher.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TODAY = date(2026, 6, 10)  # the plan benchmarks' NOW
 
@@ -31,3 +37,18 @@ def write_bench_portfolio(path: Path, accounts: int, *, today: date = TODAY, see
                 row["email"] = source["email"] if source else f"account{i}@example.com"
             writer.writerow(row)
             previous = row
+
+
+def bench_settings(work: Path, database: str) -> Settings:
+    """Settings for a benchmark run in ``work``: the repository's templates and config, a
+    SQLite file ``database`` and the sinks and audit anchors inside ``work``."""
+    from dispatcher.settings import AuditSettings, Settings, SinkSettings
+
+    return Settings(
+        database_url=f"sqlite:///{work / database}",
+        templates_dir=ROOT / "templates",
+        strategy_file=ROOT / "config" / "strategy.toml",
+        policies_dir=ROOT / "config" / "policies",
+        sinks=SinkSettings(directory=work / "sink"),
+        audit=AuditSettings(anchor_file=work / "anchors.jsonl"),
+    )

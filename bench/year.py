@@ -27,7 +27,7 @@ def _peak_mb() -> float:
 
 
 def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) -> None:
-    from bench.portfolio import write_bench_portfolio
+    from bench.portfolio import bench_settings, write_bench_portfolio
     from dispatcher import heap
     from dispatcher.bootstrap import bootstrap
     from dispatcher.channel.memory import MemoryChannel
@@ -35,22 +35,13 @@ def year(accounts: int, days: int, step_hours: float, seed: int, as_json: bool) 
     from dispatcher.service import audit_log
     from dispatcher.service.importer import import_accounts
     from dispatcher.service.simulator import simulate
-    from dispatcher.settings import AuditSettings, Settings, SinkSettings
     from tests.invariant import check_period, ticks_of
 
-    root = Path(__file__).resolve().parent.parent
     start = datetime(2026, 1, 1, 5, 30, tzinfo=UTC)
     tick = timedelta(hours=step_hours)
     with tempfile.TemporaryDirectory(prefix="bench-year-") as tmp:
         work = Path(tmp)
-        settings = Settings(
-            database_url=f"sqlite:///{work / 'year.db'}",
-            templates_dir=root / "templates",
-            strategy_file=root / "config" / "strategy.toml",
-            policies_dir=root / "config" / "policies",
-            sinks=SinkSettings(directory=work / "sink"),
-            audit=AuditSettings(anchor_file=work / "anchors.jsonl"),
-        )
+        settings = bench_settings(work, "year.db")
         app = bootstrap(settings, channels={k: MemoryChannel() for k in ChannelKind})
         heap.tune()  # as the command line's entry point does for `dispatcher simulate`
         app.store.create_schema()

@@ -87,6 +87,23 @@ class FailedMessage:
         return self.kind is FailureKind.FAILED
 
 
+def _failed_message(row: Any, **kind: Any) -> FailedMessage:
+    """A failures-list entry from a row of :meth:`OpsStore.failures`; ``kind`` carries
+    what differs between a failed and an undelivered message."""
+    return FailedMessage(
+        message_id=row["message_id"],
+        account_id=row["account_id"],
+        stage=row["stage"],
+        step=row["step"],
+        channel=row["channel"],
+        attempts=int(row["attempts"]),
+        failed_at=row["at"],
+        hold_reason=row["hold_reason"],
+        sent_at=row["sent_at"],
+        **kind,
+    )
+
+
 def _aware(value: Any) -> datetime:
     """A datetime from an aggregate (which bypasses the column type): aware, UTC."""
     if isinstance(value, str):
@@ -177,36 +194,16 @@ class OpsStore:
             undelivered_rows = conn.execute(undelivered).mappings().all()
             codes = self._failure_codes(conn, [r["message_id"] for r in failed_rows])
         found = [
-            FailedMessage(
-                message_id=r["message_id"],
-                account_id=r["account_id"],
-                stage=r["stage"],
-                step=r["step"],
-                channel=r["channel"],
-                attempts=int(r["attempts"]),
-                failed_at=r["at"],
-                last_error=r["last_error"],
-                code=codes.get(r["message_id"]),
-                hold_reason=r["hold_reason"],
-                sent_at=r["sent_at"],
-            )
+            _failed_message(r, last_error=r["last_error"], code=codes.get(r["message_id"]))
             for r in failed_rows
         ]
         found += [
-            FailedMessage(
-                message_id=r["message_id"],
-                account_id=r["account_id"],
-                stage=r["stage"],
-                step=r["step"],
-                channel=r["channel"],
-                attempts=int(r["attempts"]),
-                failed_at=r["at"],
+            _failed_message(
+                r,
                 last_error=None,
                 code=r["delivery_error"],
-                hold_reason=r["hold_reason"],
                 kind=FailureKind.UNDELIVERED,
                 delivery_status=r["delivery_status"],
-                sent_at=r["sent_at"],
             )
             for r in undelivered_rows
         ]
