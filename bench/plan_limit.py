@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.portfolio import write_bench_portfolio
+from dispatcher.store.sql import SQLITE_PRAGMAS
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-06-10T15:00:00+00:00"
@@ -68,14 +69,14 @@ def copy_db(seed: Path, target: Path) -> None:
 def raw_insert(db: Path, rows: int) -> float:
     """Seconds to insert ``rows`` realistic outbox rows with plain sqlite3 executemany.
 
-    Same file kind as the planner's (WAL, synchronous=NORMAL, foreign keys on, every index
+    Same file kind as the planner's (the store's pragmas: WAL, its checkpoint size,
+    synchronous=NORMAL, foreign keys on; every index
     of the ``message`` table), one transaction per ``2 * BATCH`` rows (a plan batch writes
     about two decisions per account), nothing computed per row but its ids.
     """
     conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
+    for pragma in SQLITE_PRAGMAS:  # the store's own: WAL, its checkpoints, foreign keys
+        conn.execute(pragma)
     ids = [r[0] for r in conn.execute("SELECT account_id FROM account ORDER BY account_id")]
     columns = (
         "message_id, idempotency_key, account_id, cycle, stage, step, channel, status, dpd, "

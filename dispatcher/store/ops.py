@@ -192,7 +192,9 @@ class OpsStore:
         with self.engine.connect() as conn:
             failed_rows = conn.execute(failed).mappings().all()
             undelivered_rows = conn.execute(undelivered).mappings().all()
-            codes = self._failure_codes(conn, [r["message_id"] for r in failed_rows])
+            codes = self._failure_codes(
+                conn, [(r["account_id"], r["message_id"]) for r in failed_rows]
+            )
         found = [
             _failed_message(r, last_error=r["last_error"], code=codes.get(r["message_id"]))
             for r in failed_rows
@@ -212,13 +214,20 @@ class OpsStore:
         return found[:limit]
 
     @staticmethod
-    def _failure_codes(conn: Any, message_ids: Sequence[str]) -> dict[str, str | None]:
+    def _failure_codes(conn: Any, messages: Sequence[tuple[str, str]]) -> dict[str, str | None]:
+        """The provider's code of each (account, message) failed for good, from its
+        ``message_failed`` record; found by account (ix_audit_account), the only index of
+        the audit table that leads to a message's records."""
         found: dict[str, str | None] = {}
-        for start in range(0, len(message_ids), 500):
-            chunk = message_ids[start : start + 500]
+        for start in range(0, len(messages), 500):
+            chunk = messages[start : start + 500]
             for message_id, detail in conn.execute(
                 select(AUDIT.c.message_id, AUDIT.c.detail)
-                .where(AUDIT.c.message_id.in_(chunk), AUDIT.c.event == "message_failed")
+                .where(
+                    AUDIT.c.account_id.in_(sorted({account for account, _ in chunk})),
+                    AUDIT.c.message_id.in_([message for _, message in chunk]),
+                    AUDIT.c.event == "message_failed",
+                )
                 .order_by(AUDIT.c.id)
             ):
                 try:

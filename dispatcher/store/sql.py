@@ -68,15 +68,37 @@ PENDING = (MessageStatus.HELD.value, MessageStatus.QUEUED.value)
 _HELD = MessageStatus.HELD.value
 
 
+# Pages of WAL before a commit copies them back into the database file (SQLite's default
+# is 1,000, 4 MB), and the size the WAL file is cut back to afterwards. Why larger: a plan's
+# batch dirties pages all over the message table's indexes (message ids are hashes), and
+# each checkpoint writes every page changed since the last one once, however many commits
+# changed it; checkpointing every ~10 batches rather than after each halves what a first
+# plan writes (docs/BENCHMARKS.md, "Write amplification").
+WAL_AUTOCHECKPOINT_PAGES: Final = 16_000
+WAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
+# Each connection's page cache, in KiB (SQLite's default is 2 MiB). Why larger: with 2 MiB
+# a batch's inserts into those indexes evict the pages the next row needs, which are then
+# read back (3 GB of reads in a first plan of 100k accounts; 0.9 GB at 16 MiB) and
+# dirty pages are spilled to the WAL before the commit. Filled only as pages are read.
+PAGE_CACHE_KIB: Final = 16 * 1024
+SQLITE_PRAGMAS: Final = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
+    f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}",
+    f"PRAGMA cache_size=-{PAGE_CACHE_KIB}",
+)
+
+
 def configure_sqlite(engine: Engine, *, busy_timeout_ms: int = 10000) -> None:
     """WAL for concurrent readers, a busy timeout instead of instant 'database is locked'."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 

@@ -128,7 +128,9 @@ class AuditRow(SQLModel, table=True):
     event: str
     actor: str
     account_id: str | None = None
-    message_id: str | None = Field(default=None, index=True)
+    # Not indexed: a message's records are found by its account (ix_audit_account);
+    # an index on these hashes costs every plan a rewrite of most of its pages.
+    message_id: str | None = None
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     # The tamper-evident chain (dispatcher.domain.audit_chain), set when the record is sealed.
     seq: int | None = Field(default=None, sa_column=Column(BigInteger))

@@ -37,6 +37,11 @@ ADDED_SINCE_INITIAL: dict[str, tuple[set[str], set[str]]] = {
         {"ix_message_provider"},
     ),
 }
+# What later migrations dropped from the tables of 0001 (indexes, with their columns):
+# 0001 made them, the models no longer declare them.
+REMOVED_SINCE_INITIAL: dict[str, set[tuple[str, tuple[str, ...]]]] = {
+    "audit": {("ix_audit_message_id", ("message_id",))},  # 0011: found by account instead
+}
 
 
 @pytest.fixture
@@ -158,7 +163,7 @@ def test_the_initial_migration_makes_what_create_all_made(
         ], table
         assert _indexes(store.engine, table) == {
             i for i in _indexes(reference.engine, table) if i[0] not in later_indexes
-        }, table
+        } | REMOVED_SINCE_INITIAL.get(table, set()), table
         assert migrated.get_pk_constraint(table) == made.get_pk_constraint(table), table
         assert [u["column_names"] for u in migrated.get_unique_constraints(table)] == [
             u["column_names"] for u in made.get_unique_constraints(table)
