@@ -7,8 +7,9 @@ render, outbox row and audit record per decision), and a raw ``sqlite3`` ``execu
 of as many outbox rows as that plan wrote, into another copy of the same file (same schema,
 indexes, WAL, pragmas; one transaction per plan batch's worth of rows). Prints both, their
 ratio (raw time / plan time: 1.0 would be a plan as fast as merely inserting its rows),
-the time per 1,000 accounts for each N (linear growth = a flat column), and peak RSS of
-the planner's process and of its largest worker.
+the time per 1,000 accounts for each N (linear growth = a flat column), peak RSS of
+the planner's process and of its largest worker, and the peak of their summed PSS
+(sampled every 100 ms: what the machine holds at once, shared libraries counted once).
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def plan_limit(sizes: list[int], repeat: int, workers: int) -> None:
             ratios: list[float] = []
             peaks: list[float] = []
             worker_peaks: list[float] = []
+            together: list[float] = []
             written = 0.0
             for run in range(repeat):
                 db = work / f"run{run}.db"
@@ -166,6 +168,7 @@ def plan_limit(sizes: list[int], repeat: int, workers: int) -> None:
                 ratios.append(raw / result["seconds"])
                 peaks.append(result["peak_mb"])
                 worker_peaks.append(result["worker_peak_mb"])
+                together.append(result["together_pss_mb"])
                 print(
                     f"N={accounts:,} run {run + 1}: plan {result['seconds']:.1f} s "
                     f"({accounts / result['seconds']:,.0f} accounts/s), raw executemany of "
@@ -183,6 +186,7 @@ def plan_limit(sizes: list[int], repeat: int, workers: int) -> None:
                 f"  ratio raw/plan       {spread(ratios, '.3f')}  (target >= 0.2)",
                 f"  plan s per 1k acc.   {spread(per_k, '.3f')}  (linear: same for every N)",
                 f"  peak RSS MB planner  {spread(peaks)}; largest worker {spread(worker_peaks)}",
+                f"  peak PSS MB, planner and workers together  {spread(together)}",
             ]
             seed.unlink()
     print("\n".join(lines))
