@@ -78,9 +78,11 @@ WAL_AUTOCHECKPOINT_PAGES: Final = 16_000
 WAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 # Each connection's page cache, in KiB (SQLite's default is 2 MiB). Why larger: with 2 MiB
 # a batch's inserts into those indexes evict the pages the next row needs, which are then
-# read back (3 GB of reads in a first plan of 100k accounts; 0.9 GB at 16 MiB) and
-# dirty pages are spilled to the WAL before the commit. Filled only as pages are read.
-PAGE_CACHE_KIB: Final = 16 * 1024
+# read back (3.3 GB of reads in a first plan of 100k accounts; 1.5 / 1.2 / 0.9 GB at 8 / 12 /
+# 16 MiB) and dirty pages are spilled to the WAL before the commit. Why not 16 MiB: a plan
+# of 1M accounts with 2 workers then holds 508 MB at its peak, over the 500 MB it must
+# stay under (issue 8); 493 MB at 12 MiB. Filled only as pages are read.
+PAGE_CACHE_KIB: Final = 12 * 1024
 SQLITE_PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
