@@ -22,11 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-NOW = datetime.fromisoformat("2026-06-10T15:00:00+00:00")
+from bench.child import NOW  # the instant every plan benchmark plans at
+
 SQLITE_DEFAULTS = ("PRAGMA wal_autocheckpoint=1000", "PRAGMA cache_size=-2000")
 
 
@@ -36,23 +36,15 @@ def _io() -> dict[str, int]:
 
 
 def _seed(work: Path, accounts: int) -> Path:
-    from bench.portfolio import bench_settings, write_bench_portfolio
-    from dispatcher.bootstrap import bootstrap
-    from dispatcher.service.importer import import_accounts
+    """The imported portfolio every run copies, imported as ``bench plan-limit`` does."""
+    from bench.plan_limit import child, settings_file
+    from bench.portfolio import write_bench_portfolio
 
-    app = bootstrap(bench_settings(work, "seed.db"))
-    app.store.create_schema()
-    write_bench_portfolio(work / "accounts.csv", accounts)
-    import_accounts(
-        app.store,
-        work / "accounts.csv",
-        now=NOW,
-        default_timezone="America/New_York",
-        default_region="US",
-    )
-    app.store.engine.dispose()
-    (work / "accounts.csv").unlink()
-    return work / "seed.db"
+    csv_path, seed = work / "accounts.csv", work / "seed.db"
+    write_bench_portfolio(csv_path, accounts)
+    child("import", str(settings_file(work, seed, workers=1)), str(csv_path))
+    csv_path.unlink()
+    return seed
 
 
 def _run(work: Path, defaults: bool) -> dict[str, Any]:

@@ -70,10 +70,10 @@ def copy_db(seed: Path, target: Path) -> None:
 def raw_insert(db: Path, rows: int) -> float:
     """Seconds to insert ``rows`` realistic outbox rows with plain sqlite3 executemany.
 
-    Same file kind as the planner's (the store's pragmas: WAL, its checkpoint size,
-    synchronous=NORMAL, foreign keys on; every index
-    of the ``message`` table), one transaction per ``2 * BATCH`` rows (a plan batch writes
-    about two decisions per account), nothing computed per row but its ids.
+    Same file kind as the planner's (the store's pragmas: WAL, its checkpoint size and page
+    cache, synchronous=NORMAL, foreign keys on; every index of the ``message`` table), one
+    transaction per ``2 * BATCH`` rows (a plan batch writes about two decisions per
+    account), nothing computed per row but its ids.
     """
     conn = sqlite3.connect(db)
     for pragma in SQLITE_PRAGMAS:  # the store's own: WAL, its checkpoints, foreign keys

@@ -3,7 +3,7 @@ failed messages on the ops page) now goes by account, on ix_audit_account.
 
 Why: message ids are hashes, so every audit record a plan writes landed at a random
 place in that index, and each batch's commit rewrote most of its pages; a first plan of
-100k accounts wrote about a gigabyte more for it (docs/BENCHMARKS.md, "Write amplification").
+100k accounts wrote 0.86 GB more for it (docs/BENCHMARKS.md, "Write amplification").
 
 Revision ID: 0011
 Revises: 0010
